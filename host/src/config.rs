@@ -1,0 +1,295 @@
+//! The host's configuration: which backend instances to load, what each may touch
+//! (grants), how much it may use (limits) and the settings handed to its `validate-settings`.
+//!
+//! TOML or YAML (by file extension); unknown keys are rejected so a typo never silently
+//! drops a grant or a limit. Without a file the host runs the embedded default: the bundled
+//! loopfile backend on a local data directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Module source naming a component compiled into the host binary.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Backend instances, in the order they are loaded.
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Instance name: the prefix of every volume and snapshot id it makes, and the value of
+    /// the StorageClass `backend` parameter that selects it.
+    pub name: String,
+    /// A `.wasm` component path, or `builtin:<name>` for a component bundled in the host.
+    pub module: String,
+    /// Chosen when a CreateVolume names no backend and several instances exist.
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub grants: GrantsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Backend-specific settings, read by the backend through `host.settings`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Scalar>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Host directories exposed to the backend (WASI preopens).
+    #[serde(default)]
+    pub directories: Vec<DirectoryGrant>,
+    /// Programs the backend may run through `host.exec`.
+    #[serde(default)]
+    pub commands: Vec<CommandGrant>,
+    /// Origins (`scheme://host:port`) the backend may reach over outgoing HTTP.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Environment variables of the host the backend may read through `host.secret`.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryGrant {
+    /// Absolute directory on the host.
+    pub host: PathBuf,
+    /// Absolute path at which the backend sees it.
+    pub guest: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandGrant {
+    /// Absolute program path; no `PATH` lookup, no shell.
+    pub program: PathBuf,
+    /// Argument patterns; a call must match one. Each element matches one argument:
+    /// `*` any, `a|b` alternatives, `--units=*` a prefix glob; a final `**` matches the rest.
+    pub allow: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Linear memory cap per call, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Wall-clock deadline per backend call, in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Calls running at once in this instance; more wait for a slot.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Cap on captured stdout/stderr of one granted command, in KiB.
+    #[serde(default = "default_output_kib")]
+    pub output_kib: usize,
+}
+
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_deadline_ms() -> u64 {
+    60_000
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_output_kib() -> usize {
+    1024
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            memory_mib: default_memory_mib(),
+            deadline_ms: default_deadline_ms(),
+            concurrency: default_concurrency(),
+            output_kib: default_output_kib(),
+        }
+    }
+}
+
+/// A settings value: written as a string, number or boolean, handed on as a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::String(s) => f.write_str(s),
+            Scalar::Integer(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parse config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a TOML (`.toml`) or YAML (`.yaml`/`.yml`) config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` picks the format and names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse { path: path.to_owned(), message };
+        let config: Config = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => serde_yaml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
+            Some("toml") => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
+            _ => return Err(parse_err("unknown format: name the file *.toml, *.yaml or *.yml".into())),
+        };
+        config
+            .check()
+            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    /// The embedded default: the bundled loopfile backend storing volumes under `data_dir`.
+    pub fn embedded_default(data_dir: &Path) -> Config {
+        Config {
+            backends: vec![BackendConfig {
+                name: "loopfile".into(),
+                module: format!("{BUILTIN_PREFIX}loopfile"),
+                default: true,
+                grants: GrantsConfig {
+                    directories: vec![DirectoryGrant {
+                        host: data_dir.join("loopfile"),
+                        guest: "/data".into(),
+                        read_only: false,
+                    }],
+                    ..GrantsConfig::default()
+                },
+                limits: LimitsConfig::default(),
+                settings: BTreeMap::from([("directory".into(), Scalar::String("/data".into()))]),
+            }],
+        }
+    }
+
+    /// Cross-field rules serde cannot express.
+    fn check(&self) -> Result<(), String> {
+        if self.backends.is_empty() {
+            return Err("no backends: at least one [[backends]] entry is required".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for b in &self.backends {
+            check_instance_name(&b.name)?;
+            if !seen.insert(b.name.as_str()) {
+                return Err(format!("backend name {:?} is used twice", b.name));
+            }
+            let at = |msg: String| format!("backend {:?}: {msg}", b.name);
+            if b.limits.memory_mib == 0 || b.limits.deadline_ms == 0 || b.limits.concurrency == 0 {
+                return Err(at("limits memory_mib, deadline_ms and concurrency must be > 0".into()));
+            }
+            for d in &b.grants.directories {
+                if !d.host.is_absolute() || !d.guest.starts_with('/') {
+                    return Err(at(format!("directory grant {:?} -> {:?}: both paths must be absolute", d.host, d.guest)));
+                }
+            }
+            for c in &b.grants.commands {
+                if !c.program.is_absolute() {
+                    return Err(at(format!("command {:?} must be an absolute path", c.program)));
+                }
+                if c.allow.is_empty() {
+                    return Err(at(format!("command {:?} has no allow patterns", c.program)));
+                }
+            }
+        }
+        if self.backends.iter().filter(|b| b.default).count() > 1 {
+            return Err("more than one backend is marked default".into());
+        }
+        Ok(())
+    }
+}
+
+/// Instance names become id prefixes and label values: short, lowercase, DNS-label-like.
+pub fn check_instance_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 31
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("backend name {name:?} must be 1-31 characters of a-z, 0-9 and '-', not starting or ending with '-'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_every_section_parses() {
+        let text = r#"
+            [[backends]]
+            name = "fast"
+            module = "/opt/lvm.wasm"
+            default = true
+            settings = { volume-group = "vg0", reserve = 1024, thin = false }
+            [backends.limits]
+            memory_mib = 32
+            [[backends.grants.commands]]
+            program = "/sbin/lvm"
+            allow = [["lvs|vgs", "**"]]
+        "#;
+        let c = Config::parse(Path::new("c.toml"), text).unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.limits.memory_mib, 32);
+        assert_eq!(b.limits.deadline_ms, default_deadline_ms());
+        assert_eq!(b.settings["reserve"].to_string(), "1024");
+        assert_eq!(b.settings["thin"].to_string(), "false");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let text = "backends:\n- name: a\n  module: builtin:loopfile\n  grant: {}\n";
+        let err = Config::parse(Path::new("c.yaml"), text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `grant`"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_duplicates_and_relative_paths_are_rejected() {
+        for (text, needle) in [
+            ("[[backends]]\nname = \"Bad_Name\"\nmodule = \"x\"\n", "must be 1-31"),
+            ("[[backends]]\nname = \"a\"\nmodule = \"x\"\n[[backends]]\nname = \"a\"\nmodule = \"y\"\n", "used twice"),
+            (
+                "[[backends]]\nname = \"a\"\nmodule = \"x\"\n[[backends.grants.directories]]\nhost = \"rel\"\nguest = \"/d\"\n",
+                "absolute",
+            ),
+            ("backends = []\n", "at least one"),
+        ] {
+            let err = Config::parse(Path::new("c.toml"), text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The CSI Controller service: validate every request, route it to its backend instance,
+//! call the backend under the right operation locks, and translate the answer.
+//!
+//! RPCs whose capability no loaded backend declares answer UNIMPLEMENTED; a capability a
+//! particular backend lacks is INVALID_ARGUMENT naming that backend.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use csi_proto::v1 as csi;
+use csi::controller_server::Controller;
+use csi::controller_service_capability::rpc::Type as Rpc;
+use tonic::{Request, Response, Status};
+
+use super::backends::Backends;
+use super::{Driver, convert, inbound, validate};
+use crate::runtime::{Backend, BackendError, CallError, ContentSource, CreateVolumeRequest, Features, Secrets, TopologyRequirement};
+
+pub struct ControllerService {
+    driver: Arc<Driver>,
+}
+
+impl ControllerService {
+    pub fn new(driver: Arc<Driver>) -> Self {
+        ControllerService { driver }
+    }
+
+    fn backends(&self) -> &Backends {
+        &self.driver.backends
+    }
+
+    /// UNIMPLEMENTED unless some loaded backend declares `feature`.
+    fn declared(&self, feature: Features, rpc: &str) -> Result<(), Status> {
+        if self.backends().any(feature) {
+            Ok(())
+        } else {
+            Err(Status::unimplemented(format!("{rpc}: no loaded backend supports it")))
+        }
+    }
+
+    /// Whether the volume exists, for backends that can tell.
+    async fn ensure_volume(&self, backend: &Arc<Backend>, local: &str, volume_id: &str) -> Result<(), Status> {
+        if !backend.info.features.contains(Features::GET_VOLUME) {
+            return Ok(());
+        }
+        let local = local.to_owned();
+        match backend.call(Secrets::default(), (), move |g, s| g.call_get_volume(s, &local)).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Backend { error: BackendError::NotFound(_), .. }) => {
+                Err(Status::not_found(format!("volume {volume_id} does not exist")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn route_volume<'a>(&self, volume_id: &'a str) -> Result<(&Arc<Backend>, &'a str), Status> {
+        self.backends()
+            .route(volume_id)
+            .ok_or_else(|| Status::not_found(format!("volume {volume_id} does not exist")))
+    }
+
+    fn route_content_source(&self, backend: &Backend, source: &csi::VolumeContentSource) -> Result<ContentSource, Status> {
+        use csi::volume_content_source::Type;
+        let (kind, id, feature) = match &source.r#type {
+            Some(Type::Snapshot(s)) => ("snapshot", s.snapshot_id.as_str(), Features::SNAPSHOTS),
+            Some(Type::Volume(v)) => ("volume", v.volume_id.as_str(), Features::CLONE_VOLUMES),
+            None => return Err(Status::invalid_argument("volume_content_source needs a snapshot or a volume")),
+        };
+        validate::required(&format!("volume_content_source.{kind} id"), id)?;
+        if !backend.info.features.contains(feature) {
+            return Err(Status::invalid_argument(format!("backend {} cannot create a volume from a {kind}", backend.name())));
+        }
+        let (source_backend, local) =
+            self.backends().route(id).ok_or_else(|| Status::not_found(format!("{kind} {id} does not exist")))?;
+        if source_backend.name() != backend.name() {
+            return Err(Status::invalid_argument(format!(
+                "{kind} {id} belongs to backend {}, not {}",
+                source_backend.name(),
+                backend.name()
+            )));
+        }
+        Ok(match kind {
+            "snapshot" => ContentSource::Snapshot(local.to_owned()),
+            _ => ContentSource::Volume(local.to_owned()),
+        })
+    }
+
+    /// For node-local backends: RESOURCE_EXHAUSTED unless this node satisfies the requisite
+    /// topology (the CO should ask another node).
+    fn check_placement(&self, backend: &Backend, req: Option<&csi::TopologyRequirement>) -> Result<(), Status> {
+        let (Some(segment), Some(req)) = (self.driver.node_topology(backend), req) else { return Ok(()) };
+        let here = |t: &csi::Topology| t.segments.iter().all(|(k, v)| segment.iter().any(|(sk, sv)| sk == k && sv == v));
+        if req.requisite.is_empty() || req.requisite.iter().any(here) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(format!(
+                "backend {} keeps volumes on node {}, which is not in the requisite topology",
+                backend.name(),
+                self.driver.node_id
+            )))
+        }
+    }
+}
+
+fn secrets(map: &std::collections::HashMap<String, String>) -> Secrets {
+    Secrets(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// One backend's page: its entries and its next token.
+type PageFuture<T> = Pin<Box<dyn Future<Output = Result<(Vec<T>, String), Status>> + Send>>;
+
+/// Pages through the listing backends in config order. The token is
+/// `<instance>:<backend token>`; a token naming no listing backend is ABORTED.
+async fn paginate<T>(
+    listers: &[&Arc<Backend>],
+    max_entries: u32,
+    starting_token: &str,
+    fetch: impl Fn(Arc<Backend>, u32, String) -> PageFuture<T>,
+) -> Result<(Vec<T>, String), Status> {
+    let (mut index, mut token) = if starting_token.is_empty() {
+        (0, String::new())
+    } else {
+        starting_token
+            .split_once(':')
+            .and_then(|(name, rest)| listers.iter().position(|b| b.name() == name).map(|i| (i, rest.to_owned())))
+            .ok_or_else(|| Status::aborted(format!("starting_token {starting_token:?} was not issued by this plugin")))?
+    };
+    let mut entries = Vec::new();
+    while index < listers.len() {
+        let backend = listers[index];
+        let room = if max_entries == 0 { 0 } else { max_entries - entries.len() as u32 };
+        let (page, next) = fetch(backend.clone(), room, std::mem::take(&mut token)).await?;
+        if room != 0 && page.len() > room as usize {
+            return Err(super::status::bad_answer(backend.name(), "more entries than asked for"));
+        }
+        entries.extend(page);
+        if !next.is_empty() {
+            return Ok((entries, format!("{}:{next}", backend.name())));
+        }
+        index += 1;
+        if max_entries != 0 && entries.len() == max_entries as usize {
+            let next = listers.get(index).map(|b| format!("{}:", b.name())).unwrap_or_default();
+            return Ok((entries, next));
+        }
+    }
+    Ok((entries, String::new()))
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(&self, request: Request<csi::CreateVolumeRequest>) -> Result<Response<csi::CreateVolumeResponse>, Status> {
+        let req = inbound("CreateVolume", request);
+        validate::required("name", &req.name)?;
+        validate::map("parameters", &req.parameters)?;
+        validate::map("mutable_parameters", &req.mutable_parameters)?;
+        let capabilities = convert::capabilities("volume_capabilities", &req.volume_capabilities)?;
+        let capacity = convert::capacity_range(req.capacity_range.as_ref())?;
+        let (backend, parameters) = self.backends().select(&req.parameters)?;
+        if let Some(why) = capabilities.iter().find_map(|c| convert::unsupported(backend, c)) {
+            return Err(Status::invalid_argument(why));
+        }
+        let content_source = req.volume_content_source.as_ref().map(|s| self.route_content_source(backend, s)).transpose()?;
+        self.check_placement(backend, req.accessibility_requirements.as_ref())?;
+
+        let mut keys = vec![format!("volume-name:{}", req.name)];
+        if let Some(ContentSource::Volume(local)) = &content_source {
+            keys.push(format!("volume:{}:{local}", backend.name()));
+        }
+        let guard = self.driver.locks.try_lock(keys)?;
+        let wit_request = CreateVolumeRequest {
+            name: req.name.clone(),
+            capacity,
+            capabilities,
+            parameters,
+            mutable_parameters: convert::pairs(&req.mutable_parameters),
+            content_source,
+            accessibility: req.accessibility_requirements.as_ref().map(|t| TopologyRequirement {
+                requisite: t.requisite.iter().map(|s| convert::pairs(&s.segments)).collect(),
+                preferred: t.preferred.iter().map(|s| convert::pairs(&s.segments)).collect(),
+            }),
+        };
+        let volume = backend.call(secrets(&req.secrets), guard, move |g, s| g.call_create_volume(s, &wit_request)).await?;
+        let mut volume = convert::volume(backend, &volume, self.driver.node_topology(backend).as_deref())?;
+        if volume.content_source.is_none() {
+            volume.content_source = req.volume_content_source.clone();
+        }
+        tracing::info!(backend = backend.name(), name = %req.name, volume_id = %volume.volume_id, bytes = volume.capacity_bytes, "volume created");
+        Ok(Response::new(csi::CreateVolumeResponse { volume: Some(volume) }))
+    }
+
+    async fn delete_volume(&self, request: Request<csi::DeleteVolumeRequest>) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
+        let req = inbound("DeleteVolume", request);
+        validate::required("volume_id", &req.volume_id)?;
+        // An id no loaded backend could have made names a volume that does not exist here.
+        let Some((backend, local)) = self.backends().route(&req.volume_id) else {
+            return Ok(Response::new(csi::DeleteVolumeResponse {}));
+        };
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let local = local.to_owned();
+        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_delete_volume(s, &local)).await?;
+        tracing::info!(backend = backend.name(), volume_id = %req.volume_id, "volume deleted");
+        Ok(Response::new(csi::DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        request: Request<csi::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
+        let req = inbound("ControllerPublishVolume", request);
+        self.declared(Features::PUBLISH_UNPUBLISH, "ControllerPublishVolume")?;
+        validate::required("volume_id", &req.volume_id)?;
+        validate::node_id("node_id", &req.node_id)?;
+        validate::map("volume_context", &req.volume_context)?;
+        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let capability = convert::capability(cap)?;
+        let (backend, local) = self.route_volume(&req.volume_id)?;
+        if !backend.info.features.contains(Features::PUBLISH_UNPUBLISH) {
+            // Nothing to attach: the node reaches the volume directly.
+            self.ensure_volume(backend, local, &req.volume_id).await?;
+            return Ok(Response::new(csi::ControllerPublishVolumeResponse::default()));
+        }
+        if req.readonly && !backend.info.features.contains(Features::PUBLISH_READONLY) {
+            return Err(Status::invalid_argument(format!("backend {} cannot publish read-only", backend.name())));
+        }
+        if let Some(why) = convert::unsupported(backend, &capability) {
+            return Err(Status::invalid_argument(why));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let (local, node, readonly, context) = (local.to_owned(), req.node_id.clone(), req.readonly, convert::pairs(&req.volume_context));
+        let publish_context = backend
+            .call(secrets(&req.secrets), guard, move |g, s| g.call_controller_publish(s, &local, &node, &capability, readonly, &context))
+            .await?;
+        Ok(Response::new(csi::ControllerPublishVolumeResponse { publish_context: publish_context.into_iter().collect() }))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<csi::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
+        let req = inbound("ControllerUnpublishVolume", request);
+        self.declared(Features::PUBLISH_UNPUBLISH, "ControllerUnpublishVolume")?;
+        validate::required("volume_id", &req.volume_id)?;
+        validate::bounded("node_id", &req.node_id, validate::MAX_NODE_ID)?;
+        let Some((backend, local)) = self.backends().route(&req.volume_id) else {
+            return Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}));
+        };
+        if !backend.info.features.contains(Features::PUBLISH_UNPUBLISH) {
+            return Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let (local, node) = (local.to_owned(), req.node_id.clone());
+        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_controller_unpublish(s, &local, &node)).await?;
+        Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<csi::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = inbound("ValidateVolumeCapabilities", request);
+        validate::required("volume_id", &req.volume_id)?;
+        validate::map("volume_context", &req.volume_context)?;
+        validate::map("parameters", &req.parameters)?;
+        validate::map("mutable_parameters", &req.mutable_parameters)?;
+        let capabilities = convert::capabilities("volume_capabilities", &req.volume_capabilities)?;
+        let (backend, local) = self.route_volume(&req.volume_id)?;
+        self.ensure_volume(backend, local, &req.volume_id).await?;
+        let response = match capabilities.iter().find_map(|c| convert::unsupported(backend, c)) {
+            Some(why) => csi::ValidateVolumeCapabilitiesResponse { confirmed: None, message: why },
+            None => csi::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_volumes(&self, request: Request<csi::ListVolumesRequest>) -> Result<Response<csi::ListVolumesResponse>, Status> {
+        let req = inbound("ListVolumes", request);
+        self.declared(Features::LIST_VOLUMES, "ListVolumes")?;
+        let max = validate::max_entries(req.max_entries)?;
+        let listers: Vec<_> = self.backends().iter().filter(|b| b.info.features.contains(Features::LIST_VOLUMES)).collect();
+        let (entries, next_token) = paginate(&listers, max, &req.starting_token, |backend, room, token| {
+            let driver = self.driver.clone();
+            Box::pin(async move {
+                let page = backend.call(Secrets::default(), (), move |g, s| g.call_list_volumes(s, room, &token)).await?;
+                let topology = driver.node_topology(&backend);
+                let volumes = page
+                    .entries
+                    .iter()
+                    .map(|v| {
+                        let volume = convert::volume(&backend, v, topology.as_deref())?;
+                        Ok(csi::list_volumes_response::Entry { volume: Some(volume), status: None })
+                    })
+                    .collect::<Result<Vec<_>, Status>>()?;
+                Ok((volumes, page.next_token))
+            })
+        })
+        .await?;
+        Ok(Response::new(csi::ListVolumesResponse { entries, next_token }))
+    }
+
+    async fn get_capacity(&self, request: Request<csi::GetCapacityRequest>) -> Result<Response<csi::GetCapacityResponse>, Status> {
+        let req = inbound("GetCapacity", request);
+        self.declared(Features::GET_CAPACITY, "GetCapacity")?;
+        validate::map("parameters", &req.parameters)?;
+        let capabilities = req.volume_capabilities.iter().map(convert::capability).collect::<Result<Vec<_>, _>>()?;
+        let (backend, parameters) = self.backends().select(&req.parameters)?;
+        if !backend.info.features.contains(Features::GET_CAPACITY) {
+            return Err(Status::invalid_argument(format!("backend {} does not report capacity", backend.name())));
+        }
+        let none = Response::new(csi::GetCapacityResponse { available_capacity: 0, maximum_volume_size: Some(0), minimum_volume_size: None });
+        if capabilities.iter().any(|c| convert::unsupported(backend, c).is_some()) {
+            return Ok(none);
+        }
+        if let (Some(segment), Some(topology)) = (self.driver.node_topology(backend), req.accessible_topology.as_ref()) {
+            if topology.segments.iter().any(|(k, v)| segment.iter().any(|(sk, sv)| sk == k && sv != v)) {
+                return Ok(none);
+            }
+        }
+        let topology = req.accessible_topology.as_ref().map(|t| convert::pairs(&t.segments));
+        let capacity = backend
+            .call(Secrets::default(), (), move |g, s| g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref()))
+            .await?;
+        let bytes = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Ok(Response::new(csi::GetCapacityResponse {
+            available_capacity: bytes(capacity.available_bytes),
+            maximum_volume_size: (capacity.maximum_volume_size != 0).then(|| bytes(capacity.maximum_volume_size)),
+            minimum_volume_size: (capacity.minimum_volume_size != 0).then(|| bytes(capacity.minimum_volume_size)),
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        request: Request<csi::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
+        inbound("ControllerGetCapabilities", request);
+        let b = self.backends();
+        let single_node_multi_writer = b.iter().any(|b| {
+            b.info.access_modes.iter().any(|m| {
+                matches!(m, crate::runtime::AccessMode::SingleNodeSingleWriter | crate::runtime::AccessMode::SingleNodeMultiWriter)
+            })
+        });
+        let rpcs = [
+            (Rpc::CreateDeleteVolume, true),
+            (Rpc::PublishUnpublishVolume, b.any(Features::PUBLISH_UNPUBLISH)),
+            (Rpc::ListVolumes, b.any(Features::LIST_VOLUMES)),
+            (Rpc::GetCapacity, b.any(Features::GET_CAPACITY)),
+            (Rpc::CreateDeleteSnapshot, b.any(Features::SNAPSHOTS)),
+            (Rpc::ListSnapshots, b.any(Features::LIST_SNAPSHOTS)),
+            (Rpc::GetSnapshot, b.any(Features::LIST_SNAPSHOTS)),
+            (Rpc::CloneVolume, b.any(Features::CLONE_VOLUMES)),
+            (Rpc::PublishReadonly, b.any(Features::PUBLISH_READONLY)),
+            (Rpc::ExpandVolume, b.any(Features::EXPAND_VOLUMES)),
+            (Rpc::GetVolume, b.any(Features::GET_VOLUME)),
+            (Rpc::SingleNodeMultiWriter, single_node_multi_writer),
+            (Rpc::ModifyVolume, b.any(Features::MODIFY_VOLUME)),
+        ];
+        let capabilities = rpcs
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(rpc, _)| csi::ControllerServiceCapability {
+                r#type: Some(csi::controller_service_capability::Type::Rpc(csi::controller_service_capability::Rpc { r#type: rpc as i32 })),
+            })
+            .collect();
+        Ok(Response::new(csi::ControllerGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn create_snapshot(&self, request: Request<csi::CreateSnapshotRequest>) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
+        let req = inbound("CreateSnapshot", request);
+        self.declared(Features::SNAPSHOTS, "CreateSnapshot")?;
+        validate::required("source_volume_id", &req.source_volume_id)?;
+        validate::required("name", &req.name)?;
+        validate::map("parameters", &req.parameters)?;
+        let (backend, local) = self.route_volume(&req.source_volume_id)?;
+        if !backend.info.features.contains(Features::SNAPSHOTS) {
+            return Err(Status::invalid_argument(format!("backend {} does not take snapshots", backend.name())));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("snapshot-name:{}", req.name), format!("volume:{}", req.source_volume_id)])?;
+        let (local, name, parameters) = (local.to_owned(), req.name.clone(), convert::pairs(&req.parameters));
+        let snapshot = backend
+            .call(secrets(&req.secrets), guard, move |g, s| g.call_create_snapshot(s, &local, &name, &parameters))
+            .await?;
+        let snapshot = convert::snapshot(backend, &snapshot)?;
+        tracing::info!(backend = backend.name(), name = %req.name, snapshot_id = %snapshot.snapshot_id, "snapshot created");
+        Ok(Response::new(csi::CreateSnapshotResponse { snapshot: Some(snapshot) }))
+    }
+
+    async fn delete_snapshot(&self, request: Request<csi::DeleteSnapshotRequest>) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
+        let req = inbound("DeleteSnapshot", request);
+        self.declared(Features::SNAPSHOTS, "DeleteSnapshot")?;
+        validate::required("snapshot_id", &req.snapshot_id)?;
+        let Some((backend, local)) = self.backends().route(&req.snapshot_id) else {
+            return Ok(Response::new(csi::DeleteSnapshotResponse {}));
+        };
+        if !backend.info.features.contains(Features::SNAPSHOTS) {
+            return Ok(Response::new(csi::DeleteSnapshotResponse {}));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("snapshot:{}", req.snapshot_id)])?;
+        let local = local.to_owned();
+        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_delete_snapshot(s, &local)).await?;
+        tracing::info!(backend = backend.name(), snapshot_id = %req.snapshot_id, "snapshot deleted");
+        Ok(Response::new(csi::DeleteSnapshotResponse {}))
+    }
+
+    async fn list_snapshots(&self, request: Request<csi::ListSnapshotsRequest>) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
+        let req = inbound("ListSnapshots", request);
+        self.declared(Features::LIST_SNAPSHOTS, "ListSnapshots")?;
+        let max = validate::max_entries(req.max_entries)?;
+        validate::bounded("snapshot_id", &req.snapshot_id, validate::MAX_STRING)?;
+        validate::bounded("source_volume_id", &req.source_volume_id, validate::MAX_STRING)?;
+        let listing = |b: &&Arc<Backend>| b.info.features.contains(Features::LIST_SNAPSHOTS);
+        // A filter narrows the listing to the backend its id names; an id no backend could
+        // have made matches nothing.
+        let (listers, snapshot_filter, volume_filter): (Vec<_>, String, String) =
+            match (req.snapshot_id.is_empty(), req.source_volume_id.is_empty()) {
+                (true, true) => (self.backends().iter().filter(listing).collect(), String::new(), String::new()),
+                (false, _) => match self.backends().route(&req.snapshot_id) {
+                    Some((b, local)) => (vec![b], local.to_owned(), String::new()),
+                    None => (vec![], String::new(), String::new()),
+                },
+                (true, false) => match self.backends().route(&req.source_volume_id) {
+                    Some((b, local)) => (vec![b], String::new(), local.to_owned()),
+                    None => (vec![], String::new(), String::new()),
+                },
+            };
+        let listers: Vec<_> = listers.into_iter().filter(listing).collect();
+        if listers.is_empty() {
+            return Ok(Response::new(csi::ListSnapshotsResponse::default()));
+        }
+        let secrets = secrets(&req.secrets);
+        let (entries, next_token) = paginate(&listers, max, &req.starting_token, |backend, room, token| {
+            let (secrets, sf, vf) = (secrets.clone(), snapshot_filter.clone(), volume_filter.clone());
+            let source_filter = req.source_volume_id.clone();
+            Box::pin(async move {
+                let page = backend.call(secrets, (), move |g, s| g.call_list_snapshots(s, &sf, &vf, room, &token)).await?;
+                let snapshots = page
+                    .entries
+                    .iter()
+                    .map(|s| convert::snapshot(&backend, s))
+                    .filter(|s| !matches!(s, Ok(s) if !source_filter.is_empty() && s.source_volume_id != source_filter))
+                    .map(|s| s.map(|s| csi::list_snapshots_response::Entry { snapshot: Some(s) }))
+                    .collect::<Result<Vec<_>, Status>>()?;
+                Ok((snapshots, page.next_token))
+            })
+        })
+        .await?;
+        Ok(Response::new(csi::ListSnapshotsResponse { entries, next_token }))
+    }
+
+    async fn get_snapshot(&self, request: Request<csi::GetSnapshotRequest>) -> Result<Response<csi::GetSnapshotResponse>, Status> {
+        let req = inbound("GetSnapshot", request);
+        self.declared(Features::LIST_SNAPSHOTS, "GetSnapshot")?;
+        validate::required("snapshot_id", &req.snapshot_id)?;
+        let not_found = || Status::not_found(format!("snapshot {} does not exist", req.snapshot_id));
+        let (backend, local) = self.backends().route(&req.snapshot_id).ok_or_else(not_found)?;
+        if !backend.info.features.contains(Features::LIST_SNAPSHOTS) {
+            return Err(not_found());
+        }
+        let local = local.to_owned();
+        let page = backend
+            .call(secrets(&req.secrets), (), move |g, s| g.call_list_snapshots(s, &local, "", 1, ""))
+            .await?;
+        let snapshot = page.entries.first().ok_or_else(not_found)?;
+        Ok(Response::new(csi::GetSnapshotResponse { snapshot: Some(convert::snapshot(backend, snapshot)?) }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<csi::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
+        let req = inbound("ControllerExpandVolume", request);
+        self.declared(Features::EXPAND_VOLUMES, "ControllerExpandVolume")?;
+        validate::required("volume_id", &req.volume_id)?;
+        let range = req.capacity_range.as_ref().ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+        let capacity = convert::capacity_range(Some(range))?;
+        if let Some(cap) = &req.volume_capability {
+            convert::capability(cap)?;
+        }
+        let (backend, local) = self.route_volume(&req.volume_id)?;
+        if !backend.info.features.contains(Features::EXPAND_VOLUMES) {
+            return Err(Status::invalid_argument(format!("backend {} cannot expand volumes", backend.name())));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let local = local.to_owned();
+        let expansion = backend.call(secrets(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
+        tracing::info!(backend = backend.name(), volume_id = %req.volume_id, bytes = expansion.capacity_bytes, "volume expanded");
+        Ok(Response::new(csi::ControllerExpandVolumeResponse {
+            capacity_bytes: i64::try_from(expansion.capacity_bytes).unwrap_or(i64::MAX),
+            node_expansion_required: expansion.node_expansion_required,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<csi::ControllerGetVolumeRequest>,
+    ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
+        let req = inbound("ControllerGetVolume", request);
+        self.declared(Features::GET_VOLUME, "ControllerGetVolume")?;
+        validate::required("volume_id", &req.volume_id)?;
+        let (backend, local) = self.route_volume(&req.volume_id)?;
+        if !backend.info.features.contains(Features::GET_VOLUME) {
+            return Err(Status::invalid_argument(format!("backend {} cannot look up single volumes", backend.name())));
+        }
+        let local = local.to_owned();
+        let volume = backend.call(Secrets::default(), (), move |g, s| g.call_get_volume(s, &local)).await?;
+        let volume = convert::volume(backend, &volume, self.driver.node_topology(backend).as_deref())?;
+        Ok(Response::new(csi::ControllerGetVolumeResponse {
+            volume: Some(volume),
+            status: Some(csi::controller_get_volume_response::VolumeStatus::default()),
+        }))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        request: Request<csi::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
+        let req = inbound("ControllerModifyVolume", request);
+        self.declared(Features::MODIFY_VOLUME, "ControllerModifyVolume")?;
+        validate::required("volume_id", &req.volume_id)?;
+        if req.mutable_parameters.is_empty() {
+            return Err(Status::invalid_argument("mutable_parameters is required"));
+        }
+        validate::map("mutable_parameters", &req.mutable_parameters)?;
+        let (backend, local) = self.route_volume(&req.volume_id)?;
+        if !backend.info.features.contains(Features::MODIFY_VOLUME) {
+            return Err(Status::invalid_argument(format!("backend {} cannot modify volumes", backend.name())));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let (local, parameters) = (local.to_owned(), convert::pairs(&req.mutable_parameters));
+        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_modify_volume(s, &local, &parameters)).await?;
+        Ok(Response::new(csi::ControllerModifyVolumeResponse {}))
+    }
+}

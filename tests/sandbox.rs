@@ -1,0 +1,188 @@
+//! The sandbox holds: a backend that traps, loops, hogs memory, runs a program it was not
+//! granted or reads outside its directory gets a clean gRPC error naming it, and the host,
+//! that instance and the other instances keep serving. Ids route to their instance.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use csi_proto::v1 as csi;
+use tonic::Code;
+
+/// Two instances: `local` (loopfile, default) and `bad` (the hostile component, 1 s deadline,
+/// 32 MiB memory, a directory of its own so `escape` has something to escape from).
+fn two_instance_config(host: &mut Host) -> PathBuf {
+    let hostile = host.write_hostile();
+    let bad_dir = host.path().join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let text = format!(
+        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ directories = [{{ host = {}, guest = \"/data\" }}] }}\nlimits = {{ deadline_ms = 1000, memory_mib = 32 }}\n",
+        host.loopfile_toml("local", "vols", true),
+        toml_str(&hostile.display().to_string()),
+        toml_str(&bad_dir.display().to_string()),
+    );
+    host.write_config("backends.toml", &text)
+}
+
+async fn start_two_instances() -> Host {
+    let mut host = Host::new();
+    two_instance_config(&mut host);
+    host.start().await;
+    host
+}
+
+/// After a misbehaving call: the host, `local` and `bad` still serve.
+async fn still_serving(host: &Host, round: &str) {
+    let mut c = host.controller().await;
+    let probe = expect_ok(host.identity().await.probe(csi::ProbeRequest {}).await, "Probe");
+    assert_eq!(probe.ready, Some(true));
+    let local = expect_ok(c.create_volume(create_req(&format!("after-{round}"), 4 * MIB)).await, &format!("local CreateVolume after {round}"))
+        .volume
+        .unwrap();
+    local_id(&local.volume_id, "local");
+    let bad = expect_ok(
+        c.create_volume(create_req_with(&format!("bad-after-{round}"), 4 * MIB, &[("backend", "bad")])).await,
+        &format!("bad CreateVolume without misbehave after {round}"),
+    )
+    .volume
+    .unwrap();
+    local_id(&bad.volume_id, "bad");
+    assert_eq!(bad.volume_context.get("note").map(String::as_str), Some("well behaved"));
+}
+
+fn misbehave(name: &str, act: &str) -> csi::CreateVolumeRequest {
+    create_req_with(name, 4 * MIB, &[("backend", "bad"), ("misbehave", act)])
+}
+
+#[tokio::test]
+async fn misbehaving_backend_is_contained() {
+    let mut host = start_two_instances().await;
+    let mut c = host.controller().await;
+    still_serving(&host, "start").await;
+
+    // A trap (panic): INTERNAL, naming the backend.
+    let status = expect_code(c.create_volume(misbehave("trap", "trap")).await, Code::Internal, "misbehave=trap");
+    assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
+    still_serving(&host, "trap").await;
+
+    // An endless loop: DEADLINE_EXCEEDED after the 1 s deadline, not much later.
+    let started = Instant::now();
+    let status = expect_code(c.create_volume(misbehave("loop", "loop")).await, Code::DeadlineExceeded, "misbehave=loop");
+    let took = started.elapsed();
+    assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
+    assert!(took >= Duration::from_millis(900), "answered before the deadline could pass: {took:?}");
+    assert!(took < Duration::from_secs(5), "the deadline of 1 s took {took:?} to stop the loop");
+    still_serving(&host, "loop").await;
+
+    // A memory hog: RESOURCE_EXHAUSTED, naming the backend.
+    let status = expect_code(c.create_volume(misbehave("oom", "oom")).await, Code::ResourceExhausted, "misbehave=oom");
+    assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
+    still_serving(&host, "oom").await;
+
+    // Running a program it was not granted: the backend gets a denial, the log records it.
+    let status = expect_code(c.create_volume(misbehave("exec", "exec")).await, Code::FailedPrecondition, "misbehave=exec");
+    assert!(status.message().contains("not granted"), "the denial says why: {:?}", status.message());
+    assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
+    assert!(host.log_eventually_contains("/bin/sh", Duration::from_secs(5)).await, "log:\n{}", host.log());
+    let log = host.log();
+    let denials = log_lines(&log, &["denied", "/bin/sh", "bad"]);
+    assert!(!denials.is_empty(), "the log records the denial with the backend and program; log:\n{log}");
+    still_serving(&host, "exec").await;
+
+    // Reading outside its directory: refused, and nothing of /etc/passwd comes back.
+    let passwd_head = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| p.lines().next().map(str::to_owned));
+    let result = c.create_volume(misbehave("escape", "escape")).await;
+    match result {
+        Ok(response) => panic!("misbehave=escape succeeded: {:?}", response.into_inner()),
+        Err(status) => {
+            assert!(!status.message().contains("root:"), "passwd content leaked: {:?}", status.message());
+            if let Some(head) = &passwd_head {
+                assert!(!status.message().contains(head.as_str()), "passwd content leaked: {:?}", status.message());
+            }
+        }
+    }
+    still_serving(&host, "escape").await;
+
+    // Several misbehaving calls at once do not take the others down either.
+    let channel = host.channel().await;
+    let mut tasks = Vec::new();
+    for (i, act) in ["trap", "loop", "oom", "exec"].into_iter().enumerate() {
+        let mut c = csi::controller_client::ControllerClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move { c.create_volume(misbehave(&format!("together-{i}"), act)).await }));
+    }
+    let mut healthy = csi::controller_client::ControllerClient::new(channel.clone());
+    expect_ok(healthy.create_volume(create_req("during-chaos", 4 * MIB)).await, "local CreateVolume during misbehaviour");
+    for task in tasks {
+        assert!(task.await.unwrap().is_err(), "a misbehaving call succeeded");
+    }
+    still_serving(&host, "together").await;
+    assert!(host.is_running(), "the host process is alive; log:\n{}", host.log());
+}
+
+#[tokio::test]
+async fn ids_route_to_their_instance() {
+    let host = start_two_instances().await;
+    let vols = host.path().join("vols");
+    let mut c = host.controller().await;
+
+    // No backend parameter: the default instance.
+    let local = expect_ok(c.create_volume(create_req("routed", 4 * MIB)).await, "CreateVolume on the default").volume.unwrap();
+    let local_part = local_id(&local.volume_id, "local").to_owned();
+    let image = backing_file(&vols, &local_part);
+    assert!(image.starts_with(&vols));
+    let explicit = expect_ok(c.create_volume(create_req_with("routed-explicit", 4 * MIB, &[("backend", "local")])).await, "CreateVolume backend=local")
+        .volume
+        .unwrap();
+    local_id(&explicit.volume_id, "local");
+    let bad = expect_ok(c.create_volume(create_req_with("routed-bad", 4 * MIB, &[("backend", "bad")])).await, "CreateVolume backend=bad")
+        .volume
+        .unwrap();
+    let bad_part = local_id(&bad.volume_id, "bad").to_owned();
+    assert!(files_mentioning(&vols, &bad_part).is_empty(), "the hostile backend wrote nothing into local's directory");
+
+    // Another instance's prefix on a local volume names nothing there.
+    let misrouted = format!("bad:{local_part}");
+    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: misrouted, ..Default::default() }).await, "DeleteVolume bad:<local id>");
+    assert!(image.exists(), "deleting through the bad instance left local's volume alone");
+    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: bad.volume_id.clone(), ..Default::default() }).await, "DeleteVolume bad:");
+    assert!(image.exists(), "deleting a bad volume left local's volume alone");
+
+    // A local: id deletes from local's directory.
+    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: local.volume_id.clone(), ..Default::default() }).await, "DeleteVolume local:");
+    assert!(!image.exists(), "the local volume's image is gone");
+    assert!(files_mentioning(&vols, &local_part).is_empty());
+    let remaining = expect_ok(c.list_volumes(csi::ListVolumesRequest::default()).await, "ListVolumes");
+    let ids: Vec<_> = remaining.entries.iter().map(|e| e.volume.as_ref().unwrap().volume_id.clone()).collect();
+    assert_eq!(ids, vec![explicit.volume_id.clone()], "ListVolumes lists the listing instance's volumes, prefixed");
+
+    // Per-backend capability checks: hostile declares no snapshots, no expansion.
+    expect_code(
+        c.create_snapshot(csi::CreateSnapshotRequest { source_volume_id: bad.volume_id.clone(), name: "bad-snap".into(), ..Default::default() }).await,
+        Code::InvalidArgument,
+        "CreateSnapshot of a volume whose backend takes no snapshots",
+    );
+    expect_code(
+        c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: bad.volume_id.clone(),
+            capacity_range: range(8 * MIB, 0),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "ControllerExpandVolume of a volume whose backend cannot expand",
+    );
+    // A content source of another instance.
+    expect_code(
+        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_volume(&explicit.volume_id), ..create_req_with("cross-clone", 4 * MIB, &[("backend", "bad")]) })
+            .await,
+        Code::InvalidArgument,
+        "clone across instances",
+    );
+
+    // The manifest names both instances.
+    let info = expect_ok(host.identity().await.get_plugin_info(csi::GetPluginInfoRequest {}).await, "GetPluginInfo");
+    assert!(info.manifest.get("backend.local").is_some_and(|v| v.starts_with("loopfile ")), "{:?}", info.manifest);
+    assert!(info.manifest.get("backend.bad").is_some_and(|v| v.starts_with("hostile ")), "{:?}", info.manifest);
+}
