@@ -170,6 +170,13 @@ async fn volume_lifecycle_and_capacity_rules() {
     };
     let here = expect_ok(c.get_capacity(capacity(None, vec![rw_mount()])).await, "GetCapacity");
     assert!(here.available_capacity > 0, "{here:?}");
+    let largest = here.maximum_volume_size.expect("loopfile reports its largest possible volume");
+    assert!(largest > 0 && largest <= here.available_capacity, "{here:?}");
+    let block = expect_ok(c.get_capacity(capacity(None, vec![block_cap(AccessMode::SingleNodeWriter)])).await, "GetCapacity block");
+    assert!(block.available_capacity > 0, "{block:?}");
+    let unknown_param = csi::GetCapacityRequest { parameters: params(&[("colour", "blue")]), ..capacity(None, vec![rw_mount()]) };
+    let none = expect_ok(c.get_capacity(unknown_param).await, "GetCapacity with a parameter loopfile does not take");
+    assert_eq!(none.available_capacity, 0, "no space for volumes loopfile cannot make: {none:?}");
     let this_node = expect_ok(c.get_capacity(capacity(Some(node_topology(NODE_ID)), vec![rw_mount()])).await, "GetCapacity here");
     assert!(this_node.available_capacity > 0, "{this_node:?}");
     let elsewhere = expect_ok(c.get_capacity(capacity(Some(node_topology("other-node")), vec![rw_mount()])).await, "GetCapacity elsewhere");
@@ -387,6 +394,15 @@ async fn snapshots_restores_and_clones_keep_their_data() {
         assert_eq!(read_at(&restored_file, *offset, 4096), pattern(i as u8), "restored data at offset {offset}");
     }
     assert_eq!(read_at(&restored_file, 20 * MIB as u64, 4096), vec![0u8; 4096], "the grown part is zero");
+    // A retried restore is idempotent; the same name from other content is not the same volume.
+    let again = create(&mut c, csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap.snapshot_id), ..create_req("restored", 32 * MIB) }).await;
+    assert_eq!(again.volume_id, restored.volume_id);
+    expect_code(
+        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap_later.snapshot_id), ..create_req("restored", 32 * MIB) }).await,
+        Code::AlreadyExists,
+        "same name, another snapshot",
+    );
+    expect_code(c.create_volume(create_req("restored", 32 * MIB)).await, Code::AlreadyExists, "same name, no content source");
     // Restoring into less space than the content needs.
     expect_code(
         c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap.snapshot_id), ..create_req("restored-small", 8 * MIB) }).await,
@@ -626,6 +642,7 @@ async fn racing_creates_make_one_volume_per_name() {
             }
         }
     }
+    eprintln!("racing creates of one name: {} succeeded, {aborted} aborted", ids.len());
     assert!(!ids.is_empty(), "at least one racing create succeeds ({aborted} aborted)");
     assert_eq!(set(ids.iter().cloned()).len(), 1, "every success names the same volume: {ids:?}");
     let mut c = ControllerClient::new(channel.clone());

@@ -52,6 +52,11 @@ async fn still_serving(host: &Host, round: &str) {
     assert_eq!(bad.volume_context.get("note").map(String::as_str), Some("well behaved"));
 }
 
+/// Prints what a misbehaving call answered (shown with --nocapture or on failure).
+fn show(act: &str, status: &tonic::Status) {
+    eprintln!("misbehave={act}: {:?}: {:?}", status.code(), status.message());
+}
+
 fn misbehave(name: &str, act: &str) -> csi::CreateVolumeRequest {
     create_req_with(name, 4 * MIB, &[("backend", "bad"), ("misbehave", act)])
 }
@@ -64,6 +69,7 @@ async fn misbehaving_backend_is_contained() {
 
     // A trap (panic): INTERNAL, naming the backend.
     let status = expect_code(c.create_volume(misbehave("trap", "trap")).await, Code::Internal, "misbehave=trap");
+    show("trap", &status);
     assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
     still_serving(&host, "trap").await;
 
@@ -71,6 +77,7 @@ async fn misbehaving_backend_is_contained() {
     let started = Instant::now();
     let status = expect_code(c.create_volume(misbehave("loop", "loop")).await, Code::DeadlineExceeded, "misbehave=loop");
     let took = started.elapsed();
+    show("loop", &status);
     assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
     assert!(took >= Duration::from_millis(900), "answered before the deadline could pass: {took:?}");
     assert!(took < Duration::from_secs(5), "the deadline of 1 s took {took:?} to stop the loop");
@@ -78,11 +85,13 @@ async fn misbehaving_backend_is_contained() {
 
     // A memory hog: RESOURCE_EXHAUSTED, naming the backend.
     let status = expect_code(c.create_volume(misbehave("oom", "oom")).await, Code::ResourceExhausted, "misbehave=oom");
+    show("oom", &status);
     assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
     still_serving(&host, "oom").await;
 
     // Running a program it was not granted: the backend gets a denial, the log records it.
     let status = expect_code(c.create_volume(misbehave("exec", "exec")).await, Code::FailedPrecondition, "misbehave=exec");
+    show("exec", &status);
     assert!(status.message().contains("not granted"), "the denial says why: {:?}", status.message());
     assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
     assert!(host.log_eventually_contains("/bin/sh", Duration::from_secs(5)).await, "log:\n{}", host.log());
@@ -97,6 +106,7 @@ async fn misbehaving_backend_is_contained() {
     match result {
         Ok(response) => panic!("misbehave=escape succeeded: {:?}", response.into_inner()),
         Err(status) => {
+            show("escape", &status);
             assert!(!status.message().contains("root:"), "passwd content leaked: {:?}", status.message());
             if let Some(head) = &passwd_head {
                 assert!(!status.message().contains(head.as_str()), "passwd content leaked: {:?}", status.message());
@@ -185,4 +195,162 @@ async fn ids_route_to_their_instance() {
     let info = expect_ok(host.identity().await.get_plugin_info(csi::GetPluginInfoRequest {}).await, "GetPluginInfo");
     assert!(info.manifest.get("backend.local").is_some_and(|v| v.starts_with("loopfile ")), "{:?}", info.manifest);
     assert!(info.manifest.get("backend.bad").is_some_and(|v| v.starts_with("hostile ")), "{:?}", info.manifest);
+}
+
+/// Two loopfile instances, `alpha` (default) and `beta`, in `<tmp>/vols-a` and `<tmp>/vols-b`.
+fn two_loopfiles(host: &mut Host, default: bool) -> PathBuf {
+    let text = format!("{}\n{}", host.loopfile_toml("alpha", "vols-a", default), host.loopfile_toml("beta", "vols-b", false));
+    host.write_config("two.toml", &text)
+}
+
+#[tokio::test]
+async fn listings_span_instances() {
+    let mut host = Host::new();
+    two_loopfiles(&mut host, true);
+    host.start().await;
+    let mut c = host.controller().await;
+
+    let mut alpha = Vec::new();
+    let mut beta = Vec::new();
+    for i in 0..3 {
+        let v = expect_ok(c.create_volume(create_req(&format!("a-{i}"), 4 * MIB)).await, "CreateVolume alpha").volume.unwrap();
+        local_id(&v.volume_id, "alpha");
+        alpha.push(v.volume_id);
+        let v = expect_ok(c.create_volume(create_req_with(&format!("b-{i}"), 4 * MIB, &[("backend", "beta")])).await, "CreateVolume beta")
+            .volume
+            .unwrap();
+        let local = local_id(&v.volume_id, "beta");
+        assert!(backing_file(&host.path().join("vols-b"), local).exists());
+        assert!(files_mentioning(&host.path().join("vols-a"), local).is_empty(), "beta's volume is not in alpha's directory");
+        beta.push(v.volume_id);
+    }
+    let everything = set(alpha.iter().chain(&beta).cloned());
+
+    // Every page size walks both instances, each volume exactly once.
+    for max_entries in [0, 1, 2, 3, 4, 6, 7] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        for page in 0.. {
+            assert!(page < 20, "max_entries {max_entries}: pagination did not end: {seen:?}");
+            let response = expect_ok(c.list_volumes(csi::ListVolumesRequest { max_entries, starting_token: token.clone() }).await, "ListVolumes");
+            if max_entries > 0 {
+                assert!(response.entries.len() <= max_entries as usize, "max_entries {max_entries}: page of {}", response.entries.len());
+            }
+            seen.extend(response.entries.into_iter().map(|e| e.volume.unwrap().volume_id));
+            if response.next_token.is_empty() {
+                break;
+            }
+            token = response.next_token;
+        }
+        assert_eq!(seen.len(), 6, "max_entries {max_entries}: each volume exactly once: {seen:?}");
+        assert_eq!(set(seen), everything, "max_entries {max_entries}");
+    }
+
+    // Snapshots: filters route to the instance the id names.
+    let snap = |source: &str, name: &str| csi::CreateSnapshotRequest { source_volume_id: source.into(), name: name.into(), ..Default::default() };
+    let sa = expect_ok(c.create_snapshot(snap(&alpha[0], "snap-a")).await, "CreateSnapshot alpha").snapshot.unwrap();
+    let sb = expect_ok(c.create_snapshot(snap(&beta[1], "snap-b")).await, "CreateSnapshot beta").snapshot.unwrap();
+    local_id(&sa.snapshot_id, "alpha");
+    local_id(&sb.snapshot_id, "beta");
+    assert_eq!(sb.source_volume_id, beta[1]);
+    let ids = |r: csi::ListSnapshotsResponse| r.entries.into_iter().map(|e| e.snapshot.unwrap().snapshot_id).collect::<Vec<_>>();
+    let all = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest::default()).await, "ListSnapshots");
+    assert_eq!(set(ids(all)), set([sa.snapshot_id.clone(), sb.snapshot_id.clone()]));
+    let by_source = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { source_volume_id: beta[1].clone(), ..Default::default() }).await, "by source");
+    assert_eq!(ids(by_source), vec![sb.snapshot_id.clone()]);
+    let by_id = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { snapshot_id: sa.snapshot_id.clone(), ..Default::default() }).await, "by id");
+    assert_eq!(ids(by_id), vec![sa.snapshot_id.clone()]);
+    // The same local snapshot id under the other instance's prefix names nothing.
+    let swapped = format!("beta:{}", local_id(&sa.snapshot_id, "alpha"));
+    let none = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { snapshot_id: swapped.clone(), ..Default::default() }).await, "by swapped id");
+    assert!(none.entries.is_empty(), "{none:?}");
+    expect_code(c.get_snapshot(csi::GetSnapshotRequest { snapshot_id: swapped, ..Default::default() }).await, Code::NotFound, "GetSnapshot swapped");
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let r = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { max_entries: 1, starting_token: token.clone(), ..Default::default() }).await, "page");
+        assert!(r.entries.len() <= 1);
+        let next = r.next_token.clone();
+        paged.extend(ids(r));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(set(paged.iter().cloned()), set([sa.snapshot_id.clone(), sb.snapshot_id.clone()]));
+    assert_eq!(paged.len(), 2, "{paged:?}");
+
+    // A restore stays within its instance; across instances it is refused.
+    let restored = expect_ok(
+        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&sb.snapshot_id), ..create_req_with("b-restored", 4 * MIB, &[("backend", "beta")]) })
+            .await,
+        "restore within beta",
+    )
+    .volume
+    .unwrap();
+    local_id(&restored.volume_id, "beta");
+    expect_code(
+        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&sb.snapshot_id), ..create_req("a-restored", 4 * MIB) }).await,
+        Code::InvalidArgument,
+        "restore of a beta snapshot into alpha",
+    );
+}
+
+#[tokio::test]
+async fn without_a_default_the_backend_parameter_is_required() {
+    let mut host = Host::new();
+    two_loopfiles(&mut host, false);
+    host.start().await;
+    let mut c = host.controller().await;
+    let status = expect_code(c.create_volume(create_req("unrouted", 4 * MIB)).await, Code::InvalidArgument, "CreateVolume without backend");
+    assert!(status.message().contains("alpha") && status.message().contains("beta"), "the error lists the loaded instances: {:?}", status.message());
+    let v = expect_ok(c.create_volume(create_req_with("routed", 4 * MIB, &[("backend", "beta")])).await, "CreateVolume backend=beta").volume.unwrap();
+    local_id(&v.volume_id, "beta");
+    let capacity = csi::GetCapacityRequest { volume_capabilities: vec![rw_mount()], ..Default::default() };
+    expect_code(c.get_capacity(capacity).await, Code::InvalidArgument, "GetCapacity without backend");
+    let capacity = csi::GetCapacityRequest { volume_capabilities: vec![rw_mount()], parameters: params(&[("backend", "alpha")]), ..Default::default() };
+    assert!(expect_ok(c.get_capacity(capacity).await, "GetCapacity backend=alpha").available_capacity > 0);
+}
+
+/// CSI: a name identifies one volume (snapshot) of the plugin; a create that reuses it with
+/// incompatible parameters must be ALREADY_EXISTS. Selecting another instance through the
+/// `backend` parameter is such an incompatible reuse: it must not make a second volume.
+#[tokio::test]
+async fn a_name_is_one_volume_across_instances() {
+    let mut host = Host::new();
+    two_loopfiles(&mut host, true);
+    host.start().await;
+    let mut c = host.controller().await;
+
+    let first = expect_ok(c.create_volume(create_req("one-name", 4 * MIB)).await, "CreateVolume on alpha").volume.unwrap();
+    local_id(&first.volume_id, "alpha");
+    let second = c.create_volume(create_req_with("one-name", 4 * MIB, &[("backend", "beta")])).await;
+    let volumes = expect_ok(c.list_volumes(csi::ListVolumesRequest::default()).await, "ListVolumes");
+    let ids: Vec<_> = volumes.entries.into_iter().map(|e| e.volume.unwrap().volume_id).collect();
+    assert_eq!(ids, vec![first.volume_id.clone()], "one name made {} volumes", ids.len());
+    expect_code(second, Code::AlreadyExists, "CreateVolume of an existing name on another instance");
+
+    let snap = |source: &str| csi::CreateSnapshotRequest { source_volume_id: source.into(), name: "one-snap".into(), ..Default::default() };
+    let other = expect_ok(c.create_volume(create_req_with("other-name", 4 * MIB, &[("backend", "beta")])).await, "CreateVolume beta").volume.unwrap();
+    expect_ok(c.create_snapshot(snap(&first.volume_id)).await, "CreateSnapshot on alpha");
+    expect_code(c.create_snapshot(snap(&other.volume_id)).await, Code::AlreadyExists, "CreateSnapshot of an existing name on another instance");
+}
+
+/// A crash is reported so a person can tell what happened: the INTERNAL message carries the
+/// backend's own last words (its panic message, which the host captures from the guest's
+/// stderr for exactly this) rather than only a dump of guest stack frames.
+#[tokio::test]
+async fn trap_message_explains_the_crash() {
+    let host = start_two_instances().await;
+    let mut c = host.controller().await;
+    let status = expect_code(c.create_volume(misbehave("trap-msg", "trap")).await, Code::Internal, "misbehave=trap");
+    show("trap", &status);
+    let message = status.message();
+    assert!(message.contains("backend bad"), "names the backend: {message:?}");
+    assert!(
+        message.contains("hostile backend traps on purpose"),
+        "the crash message should carry the guest's panic message; got {message:?}"
+    );
+    // The full details belong in the host log, which has them.
+    assert!(host.log_eventually_contains("traps on purpose", Duration::from_secs(5)).await, "log:\n{}", host.log());
 }

@@ -87,6 +87,49 @@ async fn config_errors_stop_startup_with_a_reason() {
         &["twin", "used twice"],
     )
     .await;
+    // Two defaults.
+    expect_config_error(
+        "two-defaults.toml",
+        |h| format!("{}\n{}", h.loopfile_toml("first", "a", true), h.loopfile_toml("second", "b", true)),
+        &["more than one backend is marked default"],
+    )
+    .await;
+    // No backends at all.
+    expect_config_error("empty.toml", |_| "backends = []\n".into(), &["at least one"]).await;
+    // A relative directory grant.
+    expect_config_error(
+        "relative-grant.toml",
+        |_| "[[backends]]\nname = \"rel\"\nmodule = \"builtin:loopfile\"\ngrants = { directories = [{ host = \"vols\", guest = \"/data\" }] }\n".into(),
+        &["rel", "absolute"],
+    )
+    .await;
+    // A zero limit.
+    expect_config_error(
+        "zero-deadline.toml",
+        |h| format!("{}limits = {{ deadline_ms = 0 }}\n", h.loopfile_toml("zero", "vols", true)),
+        &["zero", "deadline_ms"],
+    )
+    .await;
+    // An instance name that cannot be an id prefix.
+    expect_config_error("bad-name.toml", |h| h.loopfile_toml("Bad_Name", "vols", true), &["Bad_Name"]).await;
+    // An HTTP grant this host cannot honour yet.
+    expect_config_error(
+        "http.toml",
+        |_| "[[backends]]\nname = \"web\"\nmodule = \"builtin:loopfile\"\ngrants = { http = [\"https://example.com:443\"] }\n".into(),
+        &["web", "https://example.com:443"],
+    )
+    .await;
+    // An empty file.
+    expect_config_error("empty-file.toml", |_| String::new(), &["backends"]).await;
+    // A config file that does not exist.
+    let mut host = Host::new();
+    let missing = host.path().join("nowhere.toml");
+    host.set_config(missing);
+    let (status, log) = host.start_expecting_failure().await;
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("nowhere.toml"), "the error names the missing file; log:\n{log}");
+    // A file with neither extension.
+    expect_config_error("backends.ini", |h| h.loopfile_toml("ini", "vols", true), &["backends.ini", "toml"]).await;
     // An unparseable file.
     expect_config_error("garbage.toml", |_| "[[backends]\nname = ".into(), &["garbage.toml"]).await;
 }
@@ -110,6 +153,17 @@ async fn compiled_component_is_cached_across_restarts() {
     // And the cached component works.
     let volume = expect_ok(host.controller().await.create_volume(create_req("after-cache", 4 * MIB)).await, "CreateVolume").volume.unwrap();
     local_id(&volume.volume_id, "loopfile");
+
+    // --cache-dir puts the cache elsewhere.
+    let mut elsewhere = Host::new();
+    let cache_dir = elsewhere.path().join("compiled");
+    elsewhere.args(["--cache-dir".to_string(), cache_dir.display().to_string()]);
+    elsewhere.start().await;
+    assert_eq!(compiled(&elsewhere.log()), 1, "log:\n{}", elsewhere.log());
+    assert_eq!(std::fs::read_dir(&cache_dir).expect("the --cache-dir exists").count(), 1);
+    assert!(!elsewhere.data_dir.join("cache").exists(), "nothing is cached in the default place");
+    elsewhere.restart().await;
+    assert!(elsewhere.log().contains("loaded compiled component from cache"), "log:\n{}", elsewhere.log());
 }
 
 #[tokio::test]
@@ -245,4 +299,55 @@ async fn yaml_config_works_like_toml() {
         .unwrap();
     assert_eq!(toml_volume.volume_id, volume.volume_id, "the same name gives the same id under either format");
     assert_eq!(toml_volume.capacity_bytes, volume.capacity_bytes);
+}
+
+/// SIGTERM drains: a call in flight gets its real answer, an idle client connection does not
+/// hold the process up, and the process then exits 0 and removes its socket.
+#[tokio::test]
+async fn sigterm_lets_in_flight_calls_finish() {
+    let mut host = Host::new();
+    let hostile = host.write_hostile();
+    let text = format!(
+        "{}\n[[backends]]\nname = \"slow\"\nmodule = {}\nlimits = {{ deadline_ms = 2000 }}\n",
+        host.loopfile_toml("local", "vols", true),
+        toml_str(&hostile.display().to_string()),
+    );
+    host.write_config("slow.toml", &text);
+    host.rust_log("info,wasmcsi=debug");
+    host.start().await;
+
+    // An idle, established connection (as a CSI sidecar keeps one).
+    let idle = host.channel().await;
+    expect_ok(csi::identity_client::IdentityClient::new(idle.clone()).probe(csi::ProbeRequest {}).await, "Probe on the idle channel");
+
+    // A call that takes the whole 2 s deadline.
+    let mut c = host.controller().await;
+    let call = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = c.create_volume(create_req_with("slow-call", 4 * MIB, &[("backend", "slow"), ("misbehave", "loop")])).await;
+        (result, started.elapsed())
+    });
+    assert!(
+        host.log_eventually_contains("slow-call", std::time::Duration::from_secs(10)).await,
+        "the slow call reached the host; log:\n{}",
+        host.log()
+    );
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+
+    let (result, took) = call.await.unwrap();
+    let status = result.expect_err("the looping call cannot succeed");
+    assert_eq!(
+        status.code(),
+        tonic::Code::DeadlineExceeded,
+        "the in-flight call was answered by the backend's deadline, not cut off: {:?}",
+        status.message()
+    );
+    assert!(took >= std::time::Duration::from_millis(1800), "the call ended early: {took:?}");
+    let status = host
+        .wait_exit(std::time::Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the host did not exit after SIGTERM with an idle client connected; log:\n{}", host.log()));
+    assert!(status.success(), "exit after draining: {status}; log:\n{}", host.log());
+    assert!(!host.socket.exists(), "the socket is removed after draining");
+    drop(idle);
 }

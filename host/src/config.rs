@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Upper bounds of the per-instance limits (a wasm32 memory cannot exceed 4 GiB).
+const MAX_CONCURRENCY: usize = 256;
+const MAX_MEMORY_MIB: u64 = 4096;
+
 /// Module source naming a component compiled into the host binary.
 pub const BUILTIN_PREFIX: &str = "builtin:";
 
@@ -208,6 +212,9 @@ impl Config {
             let at = |msg: String| format!("backend {:?}: {msg}", b.name);
             if b.limits.memory_mib == 0 || b.limits.deadline_ms == 0 || b.limits.concurrency == 0 {
                 return Err(at("limits memory_mib, deadline_ms and concurrency must be > 0".into()));
+            }
+            if b.limits.concurrency > MAX_CONCURRENCY || b.limits.memory_mib > MAX_MEMORY_MIB {
+                return Err(at(format!("limits: concurrency is at most {MAX_CONCURRENCY}, memory_mib at most {MAX_MEMORY_MIB}")));
             }
             for d in &b.grants.directories {
                 if !d.host.is_absolute() || !d.guest.starts_with('/') {

@@ -22,6 +22,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint};
 
+#[allow(unused_imports)]
 pub use csi::volume_capability::access_mode::Mode as AccessMode;
 
 /// How long a start may take until Probe answers (the first start compiles the component).
@@ -69,14 +70,6 @@ impl Host {
     /// Starts a host with the embedded default backend and waits until it is ready.
     pub async fn start_default() -> Host {
         let mut host = Host::new();
-        host.start().await;
-        host
-    }
-
-    /// Starts a host with `config` (written by the caller into this host's dir).
-    pub async fn start_with_config(config: PathBuf) -> Host {
-        let mut host = Host::new();
-        host.set_config(config);
         host.start().await;
         host
     }
@@ -340,6 +333,17 @@ impl Drop for Host {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        // A failing test shows what the host said; WASMCSI_E2E_KEEP=1 keeps the temp dir.
+        if std::thread::panicking() && self.runs > 0 {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("--- last lines of the wasmcsi log ({}) ---\n{tail}\n---", self.log_path(self.runs).display());
+        }
+        if std::env::var_os("WASMCSI_E2E_KEEP").is_some() {
+            self.tmp.disable_cleanup(true);
+            eprintln!("kept the test directory {}", self.path().display());
         }
     }
 }

@@ -73,6 +73,9 @@ impl Guest for Hostile {
         })
     }
 
+    fn find_volume(_: String) -> Result<Option<Volume>, Error> {
+        Ok(None)
+    }
     fn delete_volume(_: String) -> Result<(), Error> {
         Ok(())
     }
@@ -93,6 +96,9 @@ impl Guest for Hostile {
     }
     fn create_snapshot(_: String, _: String, _: Params) -> Result<Snapshot, Error> {
         unimplemented()
+    }
+    fn find_snapshot(_: String) -> Result<Option<Snapshot>, Error> {
+        Ok(None)
     }
     fn delete_snapshot(_: String) -> Result<(), Error> {
         unimplemented()

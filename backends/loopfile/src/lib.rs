@@ -60,6 +60,10 @@ impl Guest for Loopfile {
         with_ctx(|ctx| volumes::create(ctx, request))
     }
 
+    fn find_volume(name: String) -> Result<Option<Volume>, Error> {
+        with_ctx(|ctx| volumes::find(ctx, &name))
+    }
+
     fn delete_volume(volume_id: String) -> Result<(), Error> {
         with_ctx(|ctx| volumes::delete(ctx, &volume_id))
     }
@@ -93,6 +97,10 @@ impl Guest for Loopfile {
 
     fn create_snapshot(source_volume_id: String, name: String, parameters: Params) -> Result<Snapshot, Error> {
         with_ctx(|ctx| snapshots::create(ctx, &source_volume_id, &name, &parameters))
+    }
+
+    fn find_snapshot(name: String) -> Result<Option<Snapshot>, Error> {
+        with_ctx(|ctx| snapshots::find(ctx, &name))
     }
 
     fn delete_snapshot(snapshot_id: String) -> Result<(), Error> {

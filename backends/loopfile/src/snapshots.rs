@@ -52,6 +52,12 @@ pub fn create(
     Ok(to_snapshot(&id, &meta))
 }
 
+/// The snapshot a create of `name` took, if it exists.
+pub fn find(ctx: &Ctx, name: &str) -> Result<Option<Snapshot>, Error> {
+    let id = Id::for_name(Kind::Snapshot, name);
+    Ok(store::existing::<SnapshotMeta>(ctx, &id, name)?.map(|meta| to_snapshot(&id, &meta)))
+}
+
 /// Deletes a snapshot; one that does not exist (or an id loopfile never issues) is already
 /// deleted. Volumes restored from it are independent copies and stay.
 pub fn delete(ctx: &Ctx, snapshot_id: &str) -> Result<(), Error> {

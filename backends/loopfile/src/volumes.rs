@@ -73,6 +73,12 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
     Ok(to_volume(&id, &meta))
 }
 
+/// The volume a create of `name` made, if it exists.
+pub fn find(ctx: &Ctx, name: &str) -> Result<Option<Volume>, Error> {
+    let id = Id::for_name(Kind::Volume, name);
+    Ok(store::existing::<VolumeMeta>(ctx, &id, name)?.map(|meta| to_volume(&id, &meta)))
+}
+
 /// Deletes a volume; a volume that does not exist (or an id loopfile never issues) is
 /// already deleted. Snapshots taken from it are independent copies and stay.
 pub fn delete(ctx: &Ctx, volume_id: &str) -> Result<(), Error> {

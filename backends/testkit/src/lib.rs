@@ -4,22 +4,45 @@
 //! under plain `cargo test`, without root and without the tools it drives.
 //!
 //! ```no_run
-//! let kit = backend_testkit::TestHost::builder(backend_bundle::LOOPFILE)
+//! use backend_testkit::{TestHost, ok, volume_request};
+//!
+//! let kit = TestHost::builder(backend_bundle::LOOPFILE)
 //!     .granted_dir("/data")
 //!     .setting("directory", "/data")
+//!     // Answers every granted command, from the load (`validate-settings`) on.
+//!     .respond(|_call| ok(b"{}"))
 //!     .build()
 //!     .unwrap();
+//! let volume = kit.create_volume(volume_request("pvc-1", 1 << 20, 0)).unwrap();
+//! let file = kit.host_dir("/data").join("volumes").join(&volume.id);
 //! let capacity = kit.call(|g, s| g.call_get_capacity(s, &[], &[], None)).unwrap();
 //! ```
+//!
+//! Each export has a typed method (`create_volume`, `list_snapshots`, …); [`TestHost::call`]
+//! reaches the raw bindings. Every call runs in a fresh instance, exactly as in the host.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmcsi::command::{Executor, Output};
-use wasmcsi::config::{BackendConfig, CommandGrant, DirectoryGrant, GrantsConfig, LimitsConfig, Scalar};
-use wasmcsi::runtime::{Backend, BackendError, BackendInfo, CallError, CallState, Guest, LoadError, Runtime, Secrets, Store};
+use wasmcsi::command::Executor;
+use wasmcsi::config::{BackendConfig, CommandGrant, DirectoryGrant, GrantsConfig, Scalar};
+use wasmcsi::runtime::csi::backend::types::{Capacity, Expansion, SnapshotPage, VolumePage};
+use wasmcsi::runtime::Runtime;
+
+pub use wasmcsi::command::Output;
+pub use wasmcsi::config::LimitsConfig;
+pub use wasmcsi::runtime::{
+    AccessMode, AccessType, BackendError, BackendInfo, CallError, CallState, CapacityRange, ContentSource,
+    CreateVolumeRequest, Device, Features, Guest, LoadError, MountAccess, Secrets, Snapshot, Store, Volume,
+    VolumeCapability,
+};
+/// The remaining WIT types (pages, capacity, expansion, …).
+pub use wasmcsi::runtime::csi::backend::types;
+
+/// A backend's string pairs: parameters, contexts, settings.
+pub type Params = Vec<(String, String)>;
 
 /// One command the backend ran (after the host's grant check passed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +62,8 @@ pub struct FakeExec {
 }
 
 impl FakeExec {
-    fn new() -> FakeExec {
-        FakeExec { calls: Mutex::new(Vec::new()), responder: Mutex::new(Box::new(|_| ok(b""))) }
+    fn new(responder: Responder) -> FakeExec {
+        FakeExec { calls: Mutex::new(Vec::new()), responder: Mutex::new(responder) }
     }
 
     /// Replaces how commands are answered.
@@ -51,6 +74,11 @@ impl FakeExec {
     /// Every command run so far, in order.
     pub fn calls(&self) -> Vec<ExecCall> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Forgets the calls recorded so far (those of the load, say).
+    pub fn clear(&self) {
+        self.calls.lock().unwrap().clear();
     }
 }
 
@@ -67,8 +95,9 @@ pub fn fail(code: i32, stderr: &[u8]) -> Output {
 impl Executor for FakeExec {
     fn run(&self, program: &Path, args: &[String], stdin: &[u8], _deadline: Instant, _cap: usize) -> std::io::Result<Output> {
         let call = ExecCall { program: program.display().to_string(), args: args.to_vec(), stdin: stdin.to_vec() };
+        // Recorded before answering, so a responder that panics still leaves its call on record.
+        self.calls.lock().unwrap().push(call.clone());
         let answer = (self.responder.lock().unwrap())(&call);
-        self.calls.lock().unwrap().push(call);
         Ok(answer)
     }
 }
@@ -77,6 +106,7 @@ pub struct Builder {
     wasm: Vec<u8>,
     guest_dirs: Vec<String>,
     commands: Vec<CommandGrant>,
+    responder: Responder,
     settings: BTreeMap<String, Scalar>,
     limits: LimitsConfig,
     node_id: String,
@@ -93,6 +123,13 @@ impl Builder {
     pub fn command(mut self, program: &str, allow: &[&[&str]]) -> Self {
         let allow = allow.iter().map(|p| p.iter().map(|s| s.to_string()).collect()).collect();
         self.commands.push(CommandGrant { program: program.into(), allow });
+        self
+    }
+
+    /// How granted commands are answered, already during the load (a backend may run
+    /// commands in `validate-settings`). Replace it later with [`FakeExec::respond`].
+    pub fn respond(mut self, responder: impl FnMut(&ExecCall) -> Output + Send + 'static) -> Self {
+        self.responder = Box::new(responder);
         self
     }
 
@@ -114,7 +151,7 @@ impl Builder {
     /// Loads the component as the host would: info, then validate-settings.
     pub fn build(self) -> Result<TestHost, LoadError> {
         let temp = tempfile::tempdir().expect("create a temporary directory");
-        let exec = Arc::new(FakeExec::new());
+        let exec = Arc::new(FakeExec::new(self.responder));
         let directories: Vec<DirectoryGrant> = self
             .guest_dirs
             .iter()
@@ -129,12 +166,19 @@ impl Builder {
             limits: self.limits,
             settings: self.settings,
         };
-        let runtime = Runtime::new(&shared_cache_dir(), exec.clone()).expect("start the wasm runtime");
-        let backend = runtime.load_bytes(&config, &self.wasm, &self.node_id)?;
+        let runtime = Runtime::new(&shared_cache_dir(), exec.clone(), config.limits.concurrency as u32).expect("start the wasm runtime");
+        let backend = {
+            // One load at a time per process: parallel tests would otherwise all compile the
+            // same component at once, and race on the cache's temporary file.
+            let _one_at_a_time = LOADING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            runtime.load_bytes(&config, &self.wasm, &self.node_id)?
+        };
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("start tokio");
         Ok(TestHost { backend, exec, directories, tokio, _temp: temp })
     }
 }
+
+static LOADING: Mutex<()> = Mutex::new(());
 
 /// Compiled components are cached across tests (keyed by content hash).
 fn shared_cache_dir() -> PathBuf {
@@ -143,11 +187,20 @@ fn shared_cache_dir() -> PathBuf {
 
 /// A loaded backend instance and its test doubles.
 pub struct TestHost {
-    backend: Backend,
+    backend: wasmcsi::runtime::Backend,
     exec: Arc<FakeExec>,
     directories: Vec<DirectoryGrant>,
     tokio: tokio::runtime::Runtime,
     _temp: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHost")
+            .field("backend", &self.backend.info.name)
+            .field("directories", &self.directories)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestHost {
@@ -156,6 +209,7 @@ impl TestHost {
             wasm: wasm.to_vec(),
             guest_dirs: Vec::new(),
             commands: Vec::new(),
+            responder: Box::new(|_| ok(b"")),
             settings: BTreeMap::new(),
             limits: LimitsConfig::default(),
             node_id: "test-node".into(),
@@ -190,6 +244,115 @@ impl TestHost {
         f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
     ) -> Result<R, CallError> {
         self.tokio.block_on(self.backend.call(secrets, (), f))
+    }
+
+    pub fn create_volume(&self, request: CreateVolumeRequest) -> Result<Volume, CallError> {
+        self.call(move |g, s| g.call_create_volume(s, &request))
+    }
+
+    pub fn find_volume(&self, name: &str) -> Result<Option<Volume>, CallError> {
+        let name = name.to_owned();
+        self.call(move |g, s| g.call_find_volume(s, &name))
+    }
+
+    pub fn delete_volume(&self, volume_id: &str) -> Result<(), CallError> {
+        let id = volume_id.to_owned();
+        self.call(move |g, s| g.call_delete_volume(s, &id))
+    }
+
+    pub fn get_volume(&self, volume_id: &str) -> Result<Volume, CallError> {
+        let id = volume_id.to_owned();
+        self.call(move |g, s| g.call_get_volume(s, &id))
+    }
+
+    pub fn list_volumes(&self, max_entries: u32, starting_token: &str) -> Result<VolumePage, CallError> {
+        let token = starting_token.to_owned();
+        self.call(move |g, s| g.call_list_volumes(s, max_entries, &token))
+    }
+
+    pub fn get_capacity(
+        &self,
+        capabilities: Vec<VolumeCapability>,
+        parameters: Params,
+        topology: Option<Params>,
+    ) -> Result<Capacity, CallError> {
+        self.call(move |g, s| g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref()))
+    }
+
+    pub fn expand_volume(&self, volume_id: &str, required_bytes: u64, limit_bytes: u64) -> Result<Expansion, CallError> {
+        let id = volume_id.to_owned();
+        self.call(move |g, s| g.call_expand_volume(s, &id, CapacityRange { required_bytes, limit_bytes }))
+    }
+
+    pub fn modify_volume(&self, volume_id: &str, mutable_parameters: Params) -> Result<(), CallError> {
+        let id = volume_id.to_owned();
+        self.call(move |g, s| g.call_modify_volume(s, &id, &mutable_parameters))
+    }
+
+    pub fn create_snapshot(&self, source_volume_id: &str, name: &str, parameters: Params) -> Result<Snapshot, CallError> {
+        let (source, name) = (source_volume_id.to_owned(), name.to_owned());
+        self.call(move |g, s| g.call_create_snapshot(s, &source, &name, &parameters))
+    }
+
+    pub fn find_snapshot(&self, name: &str) -> Result<Option<Snapshot>, CallError> {
+        let name = name.to_owned();
+        self.call(move |g, s| g.call_find_snapshot(s, &name))
+    }
+
+    pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CallError> {
+        let id = snapshot_id.to_owned();
+        self.call(move |g, s| g.call_delete_snapshot(s, &id))
+    }
+
+    /// Empty filters are unset; `max_entries` 0 means no limit.
+    pub fn list_snapshots(
+        &self,
+        snapshot_id: &str,
+        source_volume_id: &str,
+        max_entries: u32,
+        starting_token: &str,
+    ) -> Result<SnapshotPage, CallError> {
+        let (id, source, token) = (snapshot_id.to_owned(), source_volume_id.to_owned(), starting_token.to_owned());
+        self.call(move |g, s| g.call_list_snapshots(s, &id, &source, max_entries, &token))
+    }
+
+    pub fn controller_publish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+        capability: VolumeCapability,
+        readonly: bool,
+        volume_context: Params,
+    ) -> Result<Params, CallError> {
+        let (id, node) = (volume_id.to_owned(), node_id.to_owned());
+        self.call(move |g, s| g.call_controller_publish(s, &id, &node, &capability, readonly, &volume_context))
+    }
+
+    pub fn controller_unpublish(&self, volume_id: &str, node_id: &str) -> Result<(), CallError> {
+        let (id, node) = (volume_id.to_owned(), node_id.to_owned());
+        self.call(move |g, s| g.call_controller_unpublish(s, &id, &node))
+    }
+
+    pub fn node_device(&self, volume_id: &str, volume_context: Params, publish_context: Params) -> Result<Device, CallError> {
+        let id = volume_id.to_owned();
+        self.call(move |g, s| g.call_node_device(s, &id, &volume_context, &publish_context))
+    }
+}
+
+/// A create request with one single-node-writer mount capability (the backend's default
+/// filesystem), no parameters and no content source; adjust its fields as a test needs.
+pub fn volume_request(name: &str, required_bytes: u64, limit_bytes: u64) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.to_owned(),
+        capacity: CapacityRange { required_bytes, limit_bytes },
+        capabilities: vec![VolumeCapability {
+            access_type: AccessType::Mount(MountAccess { fs_type: String::new(), mount_flags: Vec::new() }),
+            access_mode: AccessMode::SingleNodeWriter,
+        }],
+        parameters: Vec::new(),
+        mutable_parameters: Vec::new(),
+        content_source: None,
+        accessibility: None,
     }
 }
 

@@ -15,7 +15,10 @@ use tonic::{Request, Response, Status};
 
 use super::backends::Backends;
 use super::{Driver, convert, inbound, validate};
-use crate::runtime::{Backend, BackendError, CallError, ContentSource, CreateVolumeRequest, Features, Secrets, TopologyRequirement};
+use crate::runtime::{
+    Backend, BackendError, CallError, CallState, ContentSource, CreateVolumeRequest, Features, Guest, Secrets, Store,
+    TopologyRequirement,
+};
 
 pub struct ControllerService {
     driver: Arc<Driver>,
@@ -86,6 +89,22 @@ impl ControllerService {
         })
     }
 
+    /// CSI names are unique across the plugin, and ids carry their instance: a name that
+    /// another instance already used is ALREADY_EXISTS rather than a second object.
+    async fn ensure_name_unused(&self, chosen: &Backend, what: &str, name: &str, find: FindByName) -> Result<(), Status> {
+        for other in self.backends().iter().filter(|b| b.name() != chosen.name()) {
+            let owned = name.to_owned();
+            if let Some(local) = other.call(Secrets::default(), (), move |g, s| find(g, s, &owned)).await? {
+                return Err(Status::already_exists(format!(
+                    "{what} name {name:?} is already used by {} of backend {}",
+                    convert::qualified(other, what, &local)?,
+                    other.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// For node-local backends: RESOURCE_EXHAUSTED unless this node satisfies the requisite
     /// topology (the CO should ask another node).
     fn check_placement(&self, backend: &Backend, req: Option<&csi::TopologyRequirement>) -> Result<(), Status> {
@@ -102,6 +121,9 @@ impl ControllerService {
         }
     }
 }
+
+/// Looks a name up in one backend, answering the backend-local id it names.
+type FindByName = fn(&Guest, &mut Store<CallState>, &str) -> wasmtime::Result<Result<Option<String>, BackendError>>;
 
 fn secrets(map: &std::collections::HashMap<String, String>) -> Secrets {
     Secrets(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -168,6 +190,10 @@ impl Controller for ControllerService {
             keys.push(format!("volume:{}:{local}", backend.name()));
         }
         let guard = self.driver.locks.try_lock(keys)?;
+        self.ensure_name_unused(backend, "volume", &req.name, |g, s, name| {
+            g.call_find_volume(s, name).map(|found| found.map(|v| v.map(|v| v.id)))
+        })
+        .await?;
         let wit_request = CreateVolumeRequest {
             name: req.name.clone(),
             capacity,
@@ -383,6 +409,10 @@ impl Controller for ControllerService {
             return Err(Status::invalid_argument(format!("backend {} does not take snapshots", backend.name())));
         }
         let guard = self.driver.locks.try_lock(vec![format!("snapshot-name:{}", req.name), format!("volume:{}", req.source_volume_id)])?;
+        self.ensure_name_unused(backend, "snapshot", &req.name, |g, s, name| {
+            g.call_find_snapshot(s, name).map(|found| found.map(|snap| snap.map(|snap| snap.id)))
+        })
+        .await?;
         let (local, name, parameters) = (local.to_owned(), req.name.clone(), convert::pairs(&req.parameters));
         let snapshot = backend
             .call(secrets(&req.secrets), guard, move |g, s| g.call_create_snapshot(s, &local, &name, &parameters))

@@ -121,12 +121,16 @@ fn classify(backend: String, trap: wasmtime::Error, memory_exceeded: bool, deadl
         return CallError::Timeout { backend, deadline_ms };
     }
     let text = String::from_utf8_lossy(output);
-    let last_line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    tracing::warn!(%backend, "backend trapped: {trap:#}; guest output: {}", text.escape_debug());
-    let message = if last_line.is_empty() {
-        format!("{trap}")
-    } else {
-        format!("{trap} ({})", last_line.chars().take(300).collect::<String>())
+    tracing::warn!(%backend, "backend trapped: {trap:?}; guest output: {}", text.escape_debug());
+    // The guest's last words (a Rust panic prints its message, then a hint line).
+    let last_words = text.lines().rev().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("note: "));
+    let what = match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(t) => t.to_string(),
+        None => trap.root_cause().to_string(),
+    };
+    let message = match last_words {
+        Some(words) => format!("{what}: {}", words.chars().take(300).collect::<String>()),
+        None => what,
     };
     CallError::Trap { backend, message }
 }

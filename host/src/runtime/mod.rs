@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config as EngineConfig, Engine};
+use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::*;
 pub use call::{CallState, Secrets};
@@ -32,6 +32,11 @@ use instance::{Shared, run};
 
 /// Granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Pool sizing per backend call: a Rust component built for wasm32-wasip2 holds a handful
+/// of core instances and one or two linear memories; these bounds leave room for others.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 2;
 
 /// Why a backend call failed. Each maps to one gRPC code, and names the backend.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +68,20 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker; `cache_dir` holds compiled components.
     /// Granted commands run through `executor` ([`crate::command::System`] in production).
-    pub fn new(cache_dir: &std::path::Path, executor: Arc<dyn Executor>) -> anyhow::Result<Runtime> {
+    /// `slots` bounds the backend calls running at once across all instances (the sum of
+    /// their `concurrency` limits): the pooling allocator keeps that many instances ready.
+    pub fn new(cache_dir: &std::path::Path, executor: Arc<dyn Executor>, slots: u32) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(slots * MEMORIES_PER_COMPONENT)
+            .total_tables(slots * CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT);
         let mut config = EngineConfig::new();
-        config.epoch_interruption(true).wasm_component_model(true);
+        config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
