@@ -354,3 +354,40 @@ async fn trap_message_explains_the_crash() {
     // The full details belong in the host log, which has them.
     assert!(host.log_eventually_contains("traps on purpose", Duration::from_secs(5)).await, "log:\n{}", host.log());
 }
+
+/// Isolation under load: while a misbehaving instance has every call slot busy, creates on
+/// a healthy instance still answer promptly (they must not queue behind the other
+/// instance's deadline).
+#[tokio::test]
+async fn a_saturated_instance_does_not_stall_the_others() {
+    let mut host = Host::new();
+    let hostile = host.write_hostile();
+    let text = format!(
+        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\nlimits = {{ deadline_ms = 5000, concurrency = 1 }}\n",
+        host.loopfile_toml("local", "vols", true),
+        toml_str(&hostile.display().to_string()),
+    );
+    host.write_config("saturated.toml", &text);
+    host.rust_log("info,wasmcsi=debug");
+    host.start().await;
+
+    // Occupy bad's only slot with a call that runs into its 5 s deadline.
+    let mut busy = host.controller().await;
+    let stuck = tokio::spawn(async move { busy.create_volume(misbehave("hog-slot", "loop")).await });
+    assert!(host.log_eventually_contains("hog-slot", Duration::from_secs(10)).await, "log:\n{}", host.log());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut c = host.controller().await;
+    let started = Instant::now();
+    let volume = expect_ok(c.create_volume(create_req("healthy-during-hog", 4 * MIB)).await, "CreateVolume on local while bad is saturated")
+        .volume
+        .unwrap();
+    let took = started.elapsed();
+    local_id(&volume.volume_id, "local");
+    let status = stuck.await.unwrap().expect_err("the hog cannot succeed");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(
+        took < Duration::from_secs(2),
+        "a CreateVolume on the healthy instance took {took:?} while the other instance was saturated"
+    );
+}

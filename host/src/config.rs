@@ -147,7 +147,7 @@ impl fmt::Display for Scalar {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("read config {path}: {source}")]
+    #[error("read config {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("parse config {path}: {message}")]
     Parse { path: PathBuf, message: String },

@@ -11,6 +11,7 @@ use csi_proto::v1::{
     controller_server::ControllerServer, group_controller_server::GroupControllerServer, identity_server::IdentityServer,
     node_server::NodeServer,
 };
+use nix::sys::stat::{Mode as Permissions, umask};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -59,7 +60,12 @@ pub async fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
         Ok(_) => bail!("{} exists and is not a socket; refusing to replace it", path.display()),
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    // The umask keeps the socket from ever having wider permissions than `mode`; start-up
+    // creates no other files while it is narrowed.
+    let previous = umask(Permissions::from_bits_truncate(!mode & 0o777));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    let listener = bound.with_context(|| format!("bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("set mode of {}", path.display()))?;
     Ok(listener)

@@ -15,7 +15,9 @@
 //!     .unwrap();
 //! let volume = kit.create_volume(volume_request("pvc-1", 1 << 20, 0)).unwrap();
 //! let file = kit.host_dir("/data").join("volumes").join(&volume.id);
-//! let capacity = kit.call(|g, s| g.call_get_capacity(s, &[], &[], None)).unwrap();
+//! let capacity = kit.get_capacity(vec![], vec![], None).unwrap();
+//! // The raw bindings, for what the typed methods do not cover:
+//! let page = kit.call(|g, s| g.call_list_volumes(s, 0, "")).unwrap();
 //! ```
 //!
 //! Each export has a typed method (`create_volume`, `list_snapshots`, …); [`TestHost::call`]
@@ -33,6 +35,8 @@ use wasmcsi::runtime::Runtime;
 
 pub use wasmcsi::command::Output;
 pub use wasmcsi::config::LimitsConfig;
+/// Granularity of call deadlines: a call may time out up to one tick early or late.
+pub use wasmcsi::runtime::EPOCH_TICK;
 pub use wasmcsi::runtime::{
     AccessMode, AccessType, BackendError, BackendInfo, CallError, CallState, CapacityRange, ContentSource,
     CreateVolumeRequest, Device, Features, Guest, LoadError, MountAccess, Secrets, Snapshot, Store, Volume,
@@ -180,9 +184,12 @@ impl Builder {
 
 static LOADING: Mutex<()> = Mutex::new(());
 
-/// Compiled components are cached across tests (keyed by content hash).
+/// Compiled components are cached across tests (keyed by content hash), next to the test
+/// binaries (`target/<profile>/`) rather than in a shared, world-writable temp directory:
+/// the host loads a cache entry as trusted code.
 fn shared_cache_dir() -> PathBuf {
-    std::env::temp_dir().join("wasmcsi-testkit-cache")
+    let beside_binaries = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.join("wasmcsi-testkit-cache")));
+    beside_binaries.unwrap_or_else(|| std::env::temp_dir().join("wasmcsi-testkit-cache"))
 }
 
 /// A loaded backend instance and its test doubles.

@@ -91,15 +91,22 @@ impl ControllerService {
 
     /// CSI names are unique across the plugin, and ids carry their instance: a name that
     /// another instance already used is ALREADY_EXISTS rather than a second object.
+    /// Isolation comes first: an instance that is saturated or failing is skipped (and
+    /// logged) instead of stalling or failing creates on the healthy ones.
     async fn ensure_name_unused(&self, chosen: &Backend, what: &str, name: &str, find: FindByName) -> Result<(), Status> {
         for other in self.backends().iter().filter(|b| b.name() != chosen.name()) {
             let owned = name.to_owned();
-            if let Some(local) = other.call(Secrets::default(), (), move |g, s| find(g, s, &owned)).await? {
-                return Err(Status::already_exists(format!(
-                    "{what} name {name:?} is already used by {} of backend {}",
-                    convert::qualified(other, what, &local)?,
-                    other.name()
-                )));
+            match other.try_call(move |g, s| find(g, s, &owned)).await {
+                Some(Ok(Some(local))) => {
+                    return Err(Status::already_exists(format!(
+                        "{what} name {name:?} is already used by {} of backend {}",
+                        convert::qualified(other, what, &local)?,
+                        other.name()
+                    )));
+                }
+                Some(Ok(None)) => {}
+                Some(Err(e)) => tracing::warn!(backend = other.name(), "{what} name lookup failed, not checked there: {e}"),
+                None => tracing::warn!(backend = other.name(), "{what} name lookup skipped: every call slot is busy"),
             }
         }
         Ok(())

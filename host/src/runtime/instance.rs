@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -61,6 +61,26 @@ impl Backend {
         G: Send + 'static,
     {
         let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        self.call_with(permit, secrets, guard, f).await
+    }
+
+    /// Like [`Backend::call`], but answers `None` at once when every call slot of the
+    /// instance is busy: for lookups that must not wait on a saturated instance.
+    pub async fn try_call<R, F>(&self, f: F) -> Option<Result<R, CallError>>
+    where
+        F: FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(self.call_with(permit, Secrets::default(), (), f).await)
+    }
+
+    async fn call_with<R, F, G>(&self, permit: OwnedSemaphorePermit, secrets: Secrets, guard: G, f: F) -> Result<R, CallError>
+    where
+        F: FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
+        R: Send + 'static,
+        G: Send + 'static,
+    {
         let (shared, pre) = (self.shared.clone(), self.pre.clone());
         let name = shared.name.clone();
         tokio::task::spawn_blocking(move || {

@@ -110,8 +110,10 @@ impl Runtime {
             executor: self.executor.clone(),
         });
         let info = run(&shared, &pre, Secrets::default(), |g, s| g.call_info(s).map(Ok)).map_err(|e| fail(e.to_string()))?;
-        run(&shared, &pre, Secrets::default(), |g, s| g.call_validate_settings(s))
-            .map_err(|e| fail(format!("settings rejected: {e}")))?;
+        run(&shared, &pre, Secrets::default(), |g, s| g.call_validate_settings(s)).map_err(|e| match e {
+            CallError::Backend { error, .. } => fail(format!("settings rejected: {}", error.message())),
+            other => fail(other.to_string()),
+        })?;
         tracing::info!(backend = %config.name, module = %config.module, kind = %info.name, version = %info.version, "backend loaded");
         Ok(Backend::new(shared, pre, info))
     }
