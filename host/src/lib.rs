@@ -9,3 +9,4 @@ pub mod config;
 pub mod runtime;
 pub mod csi;
 pub mod server;
+pub mod node;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmcsi::config::Config;
-use wasmcsi::csi::{Backends, Driver};
+use wasmcsi::csi::{Backends, Driver, NodeSettings};
 use wasmcsi::runtime::Runtime;
 use wasmcsi::server::{self, Mode};
 
@@ -51,6 +51,12 @@ struct ServeArgs {
     /// CSI driver name reported by GetPluginInfo.
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = "wasmcsi.dev")]
     driver_name: String,
+    /// Where disks appear by serial (cloud disks are found here on the node).
+    #[arg(long, default_value = "/dev/disk/by-id")]
+    by_id_root: PathBuf,
+    /// Volumes this node may hold, reported by NodeGetInfo (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_volumes_per_node: i64,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -89,7 +95,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.backends.iter().map(|b| runtime.load(b, &loader_node_id).map_err(anyhow::Error::from)).collect()
     })
     .await??;
-    let driver = Arc::new(Driver::new(args.driver_name, node_id, Backends::new(backends, default.as_deref())));
+    let node = NodeSettings {
+        by_id_root: args.by_id_root,
+        ephemeral_dir: std::path::absolute(args.data_dir.join("ephemeral"))?,
+        max_volumes_per_node: args.max_volumes_per_node,
+    };
+    let driver = Arc::new(Driver::new(args.driver_name, node_id, Backends::new(backends, default.as_deref()), node));
 
     let endpoint = args.endpoint.unwrap_or_else(|| format!("unix://{}", args.data_dir.join("csi.sock").display()));
     let path = server::socket_path(&endpoint)?;

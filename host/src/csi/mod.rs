@@ -11,7 +11,10 @@ mod node;
 mod status;
 mod validate;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 pub use backends::{BACKEND_PARAMETER, Backends};
 pub use controller::ControllerService;
@@ -27,12 +30,29 @@ pub struct Driver {
     pub name: String,
     pub node_id: String,
     pub backends: Backends,
+    pub node: NodeSettings,
     locks: Arc<locks::Locks>,
 }
 
+/// How this node finds devices and where it keeps its own state.
+pub struct NodeSettings {
+    /// Where disks appear by serial (`/dev/disk/by-id`; tests point it elsewhere).
+    pub by_id_root: PathBuf,
+    /// Staging directories of ephemeral inline volumes live below it.
+    pub ephemeral_dir: PathBuf,
+    /// Reported by NodeGetInfo; 0 means no limit.
+    pub max_volumes_per_node: i64,
+}
+
 impl Driver {
-    pub fn new(name: String, node_id: String, backends: Backends) -> Driver {
-        Driver { name, node_id, backends, locks: Arc::default() }
+    pub fn new(name: String, node_id: String, backends: Backends, node: NodeSettings) -> Driver {
+        Driver { name, node_id, backends, node, locks: Arc::default() }
+    }
+
+    /// The staging directory of an ephemeral inline volume (named by a hash of its id, so
+    /// any id makes a safe single path component).
+    fn ephemeral_staging(&self, volume_id: &str) -> PathBuf {
+        self.node.ephemeral_dir.join(&hex::encode(Sha256::digest(volume_id.as_bytes()))[..32])
     }
 
     /// Topology key whose segment is the node id, carried by node-local volumes.

@@ -1,14 +1,33 @@
-//! The CSI Node service. This host version answers who and where the node is; staging,
-//! publishing, expansion and stats on the node are not implemented yet and say so.
+//! The CSI Node service: validates each call, asks the volume's backend which device the
+//! volume is on this node, and runs the privileged steps (`node::volume`) on a blocking
+//! thread while holding the volume's operation lock.
+//!
+//! Ephemeral inline volumes (`csi.storage.k8s.io/ephemeral=true` at NodePublish) are
+//! created, staged under the host's data directory and published in one call, and
+//! unstaged and deleted again at NodeUnpublish.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use csi_proto::v1 as csi;
 use csi::node_server::Node;
+use csi::node_service_capability::rpc::Type as Rpc;
 use tonic::{Request, Response, Status};
 
-use super::{Driver, convert, inbound};
-use crate::runtime::Features;
+use super::{Driver, convert, inbound, validate};
+use crate::node::filesystem::FsType;
+use crate::node::volume::{self, Access, NodeError, Usage};
+use crate::node::paths;
+use crate::runtime::{AccessMode, AccessType, Backend, CreateVolumeRequest, Device, Features, Secrets};
+
+/// Volume context key that marks an ephemeral inline volume.
+const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
+/// Volume attribute giving an ephemeral volume's size (bytes, or with Ki/Mi/Gi/Ti).
+const EPHEMERAL_SIZE: &str = "size";
+/// Time the tools of one node call (mkfs, fsck, resize) may take.
+const TOOL_DEADLINE: Duration = Duration::from_secs(300);
 
 pub struct NodeService {
     driver: Arc<Driver>,
@@ -18,57 +37,317 @@ impl NodeService {
     pub fn new(driver: Arc<Driver>) -> Self {
         NodeService { driver }
     }
+
+    fn route<'a>(&self, volume_id: &'a str) -> Result<(&Arc<Backend>, &'a str), Status> {
+        self.driver
+            .backends
+            .route(volume_id)
+            .ok_or_else(|| Status::not_found(format!("volume {volume_id} does not exist")))
+    }
+
+    /// Which device the volume is on this node, per its backend.
+    async fn device(
+        &self,
+        backend: &Backend,
+        local: &str,
+        volume_context: &HashMap<String, String>,
+        publish_context: &HashMap<String, String>,
+        secrets: Secrets,
+    ) -> Result<Device, Status> {
+        let (local, vc, pc) = (local.to_owned(), convert::pairs(volume_context), convert::pairs(publish_context));
+        Ok(backend.call(secrets, (), move |g, s| g.call_node_device(s, &local, &vc, &pc)).await?)
+    }
+
+    /// The backing file of a volume on this node, when its backend keeps it in a file
+    /// (so unstage can detach its loop device even if nothing is mounted any more).
+    async fn backing_file(&self, backend: &Backend, local: &str) -> Result<Option<PathBuf>, Status> {
+        match self.device(backend, local, &HashMap::new(), &HashMap::new(), Secrets::default()).await {
+            Ok(Device::File(guest)) => Ok(Some(backend.grants().host_path(&guest).map_err(|e| Status::internal(e.to_string()))?)),
+            Ok(_) => Ok(None),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// Stages `device` of `backend` at `staging`.
+    async fn stage(&self, backend: &Arc<Backend>, device: Device, staging: PathBuf, access: Access, guard: impl Send + 'static) -> Result<(), Status> {
+        let (backend, by_id_root) = (backend.clone(), self.driver.node.by_id_root.clone());
+        blocking(guard, move || {
+            let realised = volume::realise(&device, backend.grants(), &by_id_root)?;
+            volume::stage(&realised, &staging, &access, Instant::now() + TOOL_DEADLINE)
+        })
+        .await
+    }
+
+    /// NodePublish of an ephemeral inline volume: create it (named by its volume id), stage
+    /// it under the host's data directory, publish it.
+    async fn publish_ephemeral(&self, req: csi::NodePublishVolumeRequest, target: PathBuf) -> Result<(), Status> {
+        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let capability = convert::capability(cap)?;
+        let mut attributes = req.volume_context.clone();
+        let size = attributes.remove(EPHEMERAL_SIZE).map(|s| parse_size(&s)).transpose()?.unwrap_or(0);
+        let (backend, parameters) = self.driver.backends.select(&attributes)?;
+        if let Some(why) = convert::unsupported(backend, &capability) {
+            return Err(Status::invalid_argument(why));
+        }
+        let access = access(cap, backend)?;
+        let guard = self.driver.locks.try_lock(vec![format!("volume-name:{}", req.volume_id)])?;
+        let request = CreateVolumeRequest {
+            name: req.volume_id.clone(),
+            capacity: crate::runtime::CapacityRange { required_bytes: size, limit_bytes: 0 },
+            capabilities: vec![capability],
+            parameters,
+            mutable_parameters: vec![],
+            content_source: None,
+            accessibility: None,
+        };
+        let created = backend.call(secrets(&req.secrets), (), move |g, s| g.call_create_volume(s, &request)).await?;
+        let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), secrets(&req.secrets)).await?;
+        let staging = self.driver.ephemeral_staging(&req.volume_id);
+        tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
+        self.stage(backend, device, staging.clone(), access, ()).await?;
+        let access_again = self::access(cap, backend)?;
+        blocking(guard, move || volume::publish(&staging, &target, &access_again, req.readonly)).await
+    }
+
+    /// NodeUnpublish of an ephemeral inline volume: unstage and delete it.
+    async fn remove_ephemeral(&self, volume_id: &str, staging: PathBuf) -> Result<(), Status> {
+        let mut owner = None;
+        for backend in self.driver.backends.iter() {
+            let name = volume_id.to_owned();
+            if let Some(found) = backend.call(Secrets::default(), (), move |g, s| g.call_find_volume(s, &name)).await? {
+                owner = Some((backend.clone(), found.id));
+                break;
+            }
+        }
+        let backing = match &owner {
+            Some((backend, local)) => self.backing_file(backend, local).await?,
+            None => None,
+        };
+        let unstaged = staging.clone();
+        blocking((), move || {
+            volume::unstage(&unstaged, backing.as_deref())?;
+            paths::remove_target(&unstaged)?;
+            Ok(())
+        })
+        .await?;
+        if let Some((backend, local)) = owner {
+            backend.call(Secrets::default(), (), move |g, s| g.call_delete_volume(s, &local)).await?;
+            tracing::info!(backend = backend.name(), volume = %volume_id, "ephemeral volume deleted");
+        }
+        Ok(())
+    }
 }
 
-fn not_yet<T>(rpc: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!("{rpc}: the node data path is not implemented by this host version")))
+fn secrets(map: &HashMap<String, String>) -> Secrets {
+    Secrets(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// Runs node work on a blocking thread, holding `guard` until it is done.
+async fn blocking<T: Send + 'static>(
+    guard: impl Send + 'static,
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(move || {
+        let result = work();
+        drop(guard);
+        result
+    })
+    .await
+    .map_err(|e| Status::internal(format!("node task failed: {e}")))?
+    .map_err(node_status)
+}
+
+fn node_status(e: NodeError) -> Status {
+    match e {
+        NodeError::InvalidArgument(m) => Status::invalid_argument(m),
+        NodeError::NotFound(m) => Status::not_found(m),
+        NodeError::AlreadyExists(m) => Status::already_exists(m),
+        NodeError::FailedPrecondition(m) => Status::failed_precondition(m),
+        NodeError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// A required, absolute, normalized path argument.
+fn path_arg(field: &str, value: &str) -> Result<PathBuf, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    paths::check_path(value).map(Path::to_path_buf).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// How the workload consumes the volume, with the filesystem defaulted by the backend.
+fn access(cap: &csi::VolumeCapability, backend: &Backend) -> Result<Access, Status> {
+    Ok(match convert::capability(cap)?.access_type {
+        AccessType::Block => Access::Block,
+        AccessType::Mount(m) => {
+            let fs_type = if m.fs_type.is_empty() { backend.info.default_fs_type.clone() } else { m.fs_type };
+            let fs: FsType = fs_type.parse().map_err(|_| Status::invalid_argument(format!("filesystem {fs_type:?} is not supported")))?;
+            Access::Mount { fs, options: m.mount_flags }
+        }
+    })
+}
+
+/// `1073741824`, `512Mi`, `1Gi`, `2G`: an ephemeral volume's size attribute.
+fn parse_size(text: &str) -> Result<u64, Status> {
+    let bad = || Status::invalid_argument(format!("volume attribute {EPHEMERAL_SIZE}={text:?} is not a size"));
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(factor).ok_or_else(bad)
 }
 
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn node_stage_volume(&self, request: Request<csi::NodeStageVolumeRequest>) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        inbound("NodeStageVolume", request);
-        not_yet("NodeStageVolume")
+        let req = inbound("NodeStageVolume", request);
+        validate::required("volume_id", &req.volume_id)?;
+        let staging = path_arg("staging_target_path", &req.staging_target_path)?;
+        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        validate::map("volume_context", &req.volume_context)?;
+        validate::map("publish_context", &req.publish_context)?;
+        let capability = convert::capability(cap)?;
+        let (backend, local) = self.route(&req.volume_id)?;
+        if let Some(why) = convert::unsupported(backend, &capability) {
+            return Err(Status::invalid_argument(why));
+        }
+        let access = access(cap, backend)?;
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
+        self.stage(backend, device, staging, access, guard).await?;
+        tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume staged");
+        Ok(Response::new(csi::NodeStageVolumeResponse {}))
     }
 
     async fn node_unstage_volume(
         &self,
         request: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
-        inbound("NodeUnstageVolume", request);
-        not_yet("NodeUnstageVolume")
+        let req = inbound("NodeUnstageVolume", request);
+        validate::required("volume_id", &req.volume_id)?;
+        let staging = path_arg("staging_target_path", &req.staging_target_path)?;
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let backing = match self.driver.backends.route(&req.volume_id) {
+            Some((backend, local)) => self.backing_file(backend, local).await?,
+            None => None,
+        };
+        blocking(guard, move || volume::unstage(&staging, backing.as_deref())).await?;
+        tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume unstaged");
+        Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
 
     async fn node_publish_volume(
         &self,
         request: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        inbound("NodePublishVolume", request);
-        not_yet("NodePublishVolume")
+        let req = inbound("NodePublishVolume", request);
+        validate::required("volume_id", &req.volume_id)?;
+        let target = path_arg("target_path", &req.target_path)?;
+        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        validate::map("volume_context", &req.volume_context)?;
+        validate::map("publish_context", &req.publish_context)?;
+        convert::capability(cap)?;
+        if req.volume_context.get(EPHEMERAL).map(String::as_str) == Some("true") {
+            self.publish_ephemeral(req, target).await?;
+            return Ok(Response::new(csi::NodePublishVolumeResponse {}));
+        }
+        let staging = path_arg("staging_target_path", &req.staging_target_path)?;
+        let (backend, _) = self.route(&req.volume_id)?;
+        let access = access(cap, backend)?;
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let readonly = req.readonly;
+        blocking(guard, move || volume::publish(&staging, &target, &access, readonly)).await?;
+        tracing::info!(volume = %req.volume_id, target = %req.target_path, readonly, "volume published");
+        Ok(Response::new(csi::NodePublishVolumeResponse {}))
     }
 
     async fn node_unpublish_volume(
         &self,
         request: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
-        inbound("NodeUnpublishVolume", request);
-        not_yet("NodeUnpublishVolume")
+        let req = inbound("NodeUnpublishVolume", request);
+        validate::required("volume_id", &req.volume_id)?;
+        let target = path_arg("target_path", &req.target_path)?;
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        blocking((), move || volume::unpublish(&target)).await?;
+        let ephemeral = self.driver.ephemeral_staging(&req.volume_id);
+        if ephemeral.exists() {
+            self.remove_ephemeral(&req.volume_id, ephemeral).await?;
+        }
+        drop(guard);
+        tracing::info!(volume = %req.volume_id, target = %req.target_path, "volume unpublished");
+        Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
     }
 
     async fn node_get_volume_stats(
         &self,
         request: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        inbound("NodeGetVolumeStats", request);
-        not_yet("NodeGetVolumeStats")
+        use csi::volume_usage::Unit;
+        let req = inbound("NodeGetVolumeStats", request);
+        validate::required("volume_id", &req.volume_id)?;
+        let path = path_arg("volume_path", &req.volume_path)?;
+        if !path.exists() {
+            return Err(Status::not_found(format!("{} does not exist", req.volume_path)));
+        }
+        let (usage, condition) = blocking((), move || volume::usage(&path)).await?;
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let entry = |unit: Unit, total: u64, available: u64, used: u64| csi::VolumeUsage {
+            total: signed(total),
+            available: signed(available),
+            used: signed(used),
+            unit: unit as i32,
+        };
+        let usage = match usage {
+            Usage::Filesystem(s) => vec![
+                entry(Unit::Bytes, s.total_bytes, s.available_bytes, s.used_bytes),
+                entry(Unit::Inodes, s.total_inodes, s.free_inodes, s.used_inodes),
+            ],
+            Usage::Block { bytes } => vec![csi::VolumeUsage { total: signed(bytes), unit: Unit::Bytes as i32, ..Default::default() }],
+        };
+        let volume_condition = Some(csi::VolumeCondition {
+            abnormal: condition.is_some(),
+            message: condition.unwrap_or_else(|| "volume is healthy".into()),
+        });
+        Ok(Response::new(csi::NodeGetVolumeStatsResponse { usage, volume_condition }))
     }
 
     async fn node_expand_volume(
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        inbound("NodeExpandVolume", request);
-        not_yet("NodeExpandVolume")
+        let req = inbound("NodeExpandVolume", request);
+        validate::required("volume_id", &req.volume_id)?;
+        let path = path_arg("volume_path", &req.volume_path)?;
+        let required = convert::capacity_range(req.capacity_range.as_ref())?.required_bytes;
+        if let Some(cap) = &req.volume_capability {
+            convert::capability(cap)?;
+        }
+        self.route(&req.volume_id)?;
+        if !path.exists() {
+            return Err(Status::not_found(format!("{} does not exist", req.volume_path)));
+        }
+        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let bytes = blocking(guard, move || volume::expand(&path, Instant::now() + TOOL_DEADLINE)).await?;
+        if bytes < required {
+            return Err(Status::out_of_range(format!(
+                "the device holds {bytes} bytes, less than the {required} asked for; expand the volume on the controller first"
+            )));
+        }
+        tracing::info!(volume = %req.volume_id, bytes, "volume expanded on the node");
+        Ok(Response::new(csi::NodeExpandVolumeResponse { capacity_bytes: i64::try_from(bytes).unwrap_or(i64::MAX) }))
     }
 
     async fn node_get_capabilities(
@@ -76,7 +355,25 @@ impl Node for NodeService {
         request: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         inbound("NodeGetCapabilities", request);
-        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities: vec![] }))
+        let backends = &self.driver.backends;
+        let multi_writer = backends.iter().any(|b| {
+            b.info.access_modes.iter().any(|m| matches!(m, AccessMode::SingleNodeSingleWriter | AccessMode::SingleNodeMultiWriter))
+        });
+        let rpcs = [
+            (Rpc::StageUnstageVolume, true),
+            (Rpc::GetVolumeStats, true),
+            (Rpc::VolumeCondition, true),
+            (Rpc::ExpandVolume, backends.any(Features::NODE_EXPANSION)),
+            (Rpc::SingleNodeMultiWriter, multi_writer),
+        ];
+        let capabilities = rpcs
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(rpc, _)| csi::NodeServiceCapability {
+                r#type: Some(csi::node_service_capability::Type::Rpc(csi::node_service_capability::Rpc { r#type: rpc as i32 })),
+            })
+            .collect();
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
     }
 
     async fn node_get_info(&self, request: Request<csi::NodeGetInfoRequest>) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
@@ -88,8 +385,23 @@ impl Node for NodeService {
             .then(|| convert::topology(&convert::node_segment(&driver.node_topology_key(), &driver.node_id)));
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: driver.node_id.clone(),
-            max_volumes_per_node: 0,
+            max_volumes_per_node: driver.node.max_volumes_per_node,
             accessible_topology,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("64Mi").unwrap(), 64 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2_000_000_000);
+        assert!(parse_size("1.5Gi").is_err());
+        assert!(parse_size("Gi").is_err());
+        assert!(parse_size("99999999999Ti").is_err());
     }
 }

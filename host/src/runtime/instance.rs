@@ -52,6 +52,11 @@ impl Backend {
         &self.shared.name
     }
 
+    /// What the instance may touch; the node side resolves `device.file` paths through it.
+    pub fn grants(&self) -> &Grants {
+        &self.shared.grants
+    }
+
     /// Runs `f` against a fresh instance on a blocking thread. `guard` (a volume lock, say)
     /// is held until the backend really finishes, even if the caller gives up first.
     pub async fn call<R, F, G>(&self, secrets: Secrets, guard: G, f: F) -> Result<R, CallError>

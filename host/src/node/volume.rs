@@ -1,0 +1,309 @@
+//! Volume-level node operations, built from the primitives: realise the device a backend
+//! names, stage it (format only when blank, mount), publish it (bind), unpublish, unstage
+//! (unmount, detach the loop device), expand it online and report its usage.
+//!
+//! Nothing is remembered between calls: each operation reads the mount table and sysfs
+//! again, so a repeated call, or one after a host restart or crash, converges on the state
+//! the CO asked for. Every function blocks; the Node service runs them on blocking threads.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::filesystem::{self, Content, FsType};
+use super::mount::{self, MountOptions, Unmounted};
+use super::mountinfo::MountTable;
+use super::{DeviceNumber, loopdev, paths, stats};
+use crate::runtime::Device;
+use crate::runtime::grants::Grants;
+
+/// The loop driver's block major.
+const LOOP_MAJOR: u32 = 7;
+/// Name of the file inside a block volume's staging directory that the device is bound to.
+const STAGED_DEVICE: &str = "device";
+
+/// Why a node operation failed; the Node service maps each case to its gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(e.to_string())
+}
+
+impl From<paths::PathError> for NodeError {
+    fn from(e: paths::PathError) -> NodeError {
+        match e {
+            paths::PathError::Io { .. } => NodeError::Internal(e.to_string()),
+            _ => NodeError::InvalidArgument(e.to_string()),
+        }
+    }
+}
+
+/// How the workload uses the volume.
+pub enum Access {
+    Mount { fs: FsType, options: Vec<String> },
+    Block,
+}
+
+/// A device node on this host.
+#[derive(Debug)]
+pub struct Realised {
+    pub path: PathBuf,
+    pub number: DeviceNumber,
+}
+
+/// Makes the device a backend names exist on this node: loop-attaches a file from the
+/// backend's granted directories (idempotently), checks a block device, or finds a disk by
+/// serial under `by_id_root`.
+pub fn realise(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Realised, NodeError> {
+    match device {
+        Device::File(guest) => {
+            let host_path = grants.host_path(guest).map_err(internal)?;
+            let file = grants
+                .open(guest, OFlag::O_RDWR | OFlag::O_NOFOLLOW, Mode::empty())
+                .map_err(|e| NodeError::NotFound(format!("backing file {guest}: {e}")))?;
+            let device = loopdev::attach_fd(file.as_fd(), &host_path).map_err(internal)?;
+            Ok(Realised { path: device.path, number: device.device })
+        }
+        Device::Block(path) => block_device(Path::new(path)),
+        Device::Serial(serial) => by_serial(by_id_root, serial),
+    }
+}
+
+fn block_device(path: &Path) -> Result<Realised, NodeError> {
+    let meta = std::fs::metadata(path).map_err(|e| NodeError::NotFound(format!("device {}: {e}", path.display())))?;
+    if !meta.file_type().is_block_device() {
+        return Err(NodeError::FailedPrecondition(format!("{} is not a block device", path.display())));
+    }
+    Ok(Realised { path: path.to_owned(), number: DeviceNumber::from_dev_t(meta.rdev()) })
+}
+
+/// Finds the disk whose by-id name carries `serial` (as cloud disks appear, e.g.
+/// `nvme-Amazon_Elastic_Block_Store_vol0123…`), ignoring partition links.
+fn by_serial(root: &Path, serial: &str) -> Result<Realised, NodeError> {
+    let wanted: String = serial.chars().filter(|c| *c != '-').collect();
+    let entries = std::fs::read_dir(root).map_err(|e| NodeError::NotFound(format!("read {}: {e}", root.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains("-part") || !name.replace('-', "").contains(&wanted) {
+            continue;
+        }
+        let target = std::fs::canonicalize(entry.path()).map_err(internal)?;
+        return block_device(&target);
+    }
+    Err(NodeError::NotFound(format!("no disk with serial {serial} under {}", root.display())))
+}
+
+/// The device node for a device number, through `/dev/block/M:m`.
+fn device_path(number: DeviceNumber) -> Result<PathBuf, NodeError> {
+    std::fs::canonicalize(format!("/dev/block/{number}")).map_err(|e| internal(format!("find device {number}: {e}")))
+}
+
+/// Stages `dev` at `staging`: for a filesystem, checks or formats it (never reformatting
+/// data) and mounts it; for a raw block volume, binds the device node to a file inside.
+pub fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> Result<(), NodeError> {
+    let table = MountTable::read().map_err(internal)?;
+    match access {
+        Access::Mount { fs, options } => {
+            let options = MountOptions::parse(options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            if let Some(mounted) = table.at(staging).last() {
+                return if mounted.device == dev.number {
+                    Ok(())
+                } else {
+                    Err(NodeError::AlreadyExists(format!("{} already has another volume mounted", staging.display())))
+                };
+            }
+            match filesystem::probe(&dev.path, deadline).map_err(internal)? {
+                Content::Blank => filesystem::format(&dev.path, *fs, deadline).map_err(internal)?,
+                Content::Filesystem(found) if found == fs.as_str() => {
+                    filesystem::check(&dev.path, *fs, deadline).map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+                }
+                Content::Filesystem(found) => {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "{} holds a {found} filesystem, not the {fs} asked for; it is never reformatted",
+                        dev.path.display()
+                    )));
+                }
+                Content::Other(what) => {
+                    return Err(NodeError::FailedPrecondition(format!("{} holds {what}; refusing to format it", dev.path.display())));
+                }
+            }
+            paths::create_target_dir(staging)?;
+            mount::mount(&dev.path, staging, fs.as_str(), &options).map_err(internal)
+        }
+        Access::Block => {
+            paths::create_target_dir(staging)?;
+            let file = staging.join(STAGED_DEVICE);
+            if table.is_mount_point(&file) {
+                return match bound_device(&file)? {
+                    Some(number) if number == dev.number => Ok(()),
+                    _ => Err(NodeError::AlreadyExists(format!("{} already holds another device", file.display()))),
+                };
+            }
+            paths::create_target_file(&file)?;
+            mount::bind_device(&dev.path, &file, false).map_err(internal)
+        }
+    }
+}
+
+/// The device number of a device node bound onto `file`, if one is.
+fn bound_device(file: &Path) -> Result<Option<DeviceNumber>, NodeError> {
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.file_type().is_block_device() => Ok(Some(DeviceNumber::from_dev_t(meta.rdev()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(internal(format!("inspect {}: {e}", file.display()))),
+    }
+}
+
+/// Unmounts everything stacked at `path`; the device of the lowest mount, if any.
+fn unmount_all(path: &Path) -> Result<Option<DeviceNumber>, NodeError> {
+    let table = MountTable::read().map_err(internal)?;
+    let device = table.at(path).next().map(|m| m.device);
+    while mount::unmount(path).map_err(internal)? == Unmounted::Done {}
+    Ok(device)
+}
+
+/// Undoes [`stage`]: unmounts the staging path (or unbinds and removes the staged device
+/// file of a block volume) and detaches `backing`'s loop devices once nothing mounts them.
+/// The staged-device file is only touched when the staging path is not a mount, so a file
+/// of that name inside a volume's filesystem is never removed.
+pub fn unstage(staging: &Path, backing: Option<&Path>) -> Result<(), NodeError> {
+    let mut devices = Vec::new();
+    if MountTable::read().map_err(internal)?.is_mount_point(staging) {
+        devices.extend(unmount_all(staging)?);
+    } else {
+        let file = staging.join(STAGED_DEVICE);
+        devices.extend(bound_device(&file)?);
+        unmount_all(&file)?;
+        paths::remove_target(&file)?;
+    }
+    if let Some(backing) = backing {
+        devices.extend(loopdev::find_by_path(backing).map_err(internal)?.into_iter().map(|d| d.device));
+    }
+    let table = MountTable::read().map_err(internal)?;
+    for number in devices.into_iter().filter(|n| n.major == LOOP_MAJOR) {
+        if table.of_device(number).next().is_none() {
+            loopdev::detach(&device_path(number)?).map_err(internal)?;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a staged volume at `target`: a bind of the staging mount, or of the staged
+/// device node onto a file. Publishing again with the same arguments is a no-op.
+pub fn publish(staging: &Path, target: &Path, access: &Access, readonly: bool) -> Result<(), NodeError> {
+    let table = MountTable::read().map_err(internal)?;
+    match access {
+        Access::Mount { options, .. } => {
+            let options = MountOptions::parse(options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            let staged = table
+                .at(staging)
+                .last()
+                .ok_or_else(|| NodeError::FailedPrecondition(format!("volume is not staged at {}", staging.display())))?;
+            if let Some(existing) = table.at(target).last() {
+                return if existing.device == staged.device && existing.read_only() == readonly {
+                    Ok(())
+                } else {
+                    Err(NodeError::AlreadyExists(format!("{} is already published with other arguments", target.display())))
+                };
+            }
+            paths::create_target_dir(target)?;
+            mount::bind(staging, target, readonly, &options).map_err(internal)
+        }
+        Access::Block => {
+            let staged = staging.join(STAGED_DEVICE);
+            let number = bound_device(&staged)?
+                .ok_or_else(|| NodeError::FailedPrecondition(format!("volume is not staged at {}", staging.display())))?;
+            if table.is_mount_point(target) {
+                return match bound_device(target)? {
+                    Some(existing) if existing == number => Ok(()),
+                    _ => Err(NodeError::AlreadyExists(format!("{} already holds another device", target.display()))),
+                };
+            }
+            paths::create_target_file(target)?;
+            mount::bind_device(&device_path(number)?, target, readonly).map_err(internal)
+        }
+    }
+}
+
+/// Undoes [`publish`]: unmounts and removes the target; a target already gone is fine.
+pub fn unpublish(target: &Path) -> Result<(), NodeError> {
+    unmount_all(target)?;
+    paths::remove_target(target)?;
+    Ok(())
+}
+
+/// The device behind a published or staged path: the filesystem mounted there, or the
+/// device node bound onto it.
+fn device_at(path: &Path) -> Result<(Realised, Option<String>), NodeError> {
+    if let Some(number) = bound_device(path)? {
+        return Ok((Realised { path: device_path(number)?, number }, None));
+    }
+    let table = MountTable::read().map_err(internal)?;
+    let mounted = table
+        .at(path)
+        .last()
+        .ok_or_else(|| NodeError::NotFound(format!("{} is not a published volume", path.display())))?;
+    Ok((Realised { path: device_path(mounted.device)?, number: mounted.device }, Some(mounted.fs_type.clone())))
+}
+
+/// Grows the volume at `volume_path` to its device's new size (refreshing a loop device's
+/// capacity first) while it stays mounted; answers the new size in bytes.
+pub fn expand(volume_path: &Path, deadline: Instant) -> Result<u64, NodeError> {
+    let (dev, fs_type) = device_at(volume_path)?;
+    if dev.number.major == LOOP_MAJOR {
+        loopdev::set_capacity(&dev.path).map_err(internal)?;
+    }
+    if let Some(fs_type) = fs_type {
+        let fs: FsType = fs_type.parse().map_err(|e| NodeError::FailedPrecondition(format!("cannot grow {fs_type}: {e}")))?;
+        filesystem::grow(&dev.path, volume_path, fs, deadline).map_err(internal)?;
+    }
+    stats::block_device_size(&dev.path).map_err(internal)
+}
+
+/// What NodeGetVolumeStats reports.
+pub enum Usage {
+    Filesystem(stats::FsStats),
+    Block { bytes: u64 },
+}
+
+/// Usage of the volume at `volume_path`, and why it is abnormal, if it is.
+pub fn usage(volume_path: &Path) -> Result<(Usage, Option<String>), NodeError> {
+    let (dev, fs_type) = device_at(volume_path)?;
+    let condition = backing_condition(&dev)?;
+    let usage = match fs_type {
+        Some(_) => Usage::Filesystem(stats::filesystem_stats(volume_path).map_err(internal)?),
+        None => Usage::Block { bytes: stats::block_device_size(&dev.path).map_err(internal)? },
+    };
+    Ok((usage, condition))
+}
+
+/// A loop device whose backing file was deleted still serves its data, but the volume is
+/// gone from its backend: abnormal.
+fn backing_condition(dev: &Realised) -> Result<Option<String>, NodeError> {
+    if dev.number.major != LOOP_MAJOR {
+        return Ok(None);
+    }
+    let attached = loopdev::list().map_err(internal)?;
+    Ok(match attached.iter().find(|d| d.device == dev.number) {
+        Some(d) if d.backing_deleted => Some(format!("backing file {} was deleted", d.backing_file.display())),
+        Some(_) => None,
+        None => Some(format!("{} is no longer attached", dev.path.display())),
+    })
+}
