@@ -20,6 +20,16 @@ pub fn io_error(action: &str, path: &Path, err: io::Error) -> Error {
     }
 }
 
+/// Writes `bytes` to a new file at `path` (replacing one there) and flushes it.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    File::create(path)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(|err| io_error("write", path, err))
+}
+
 /// Replaces the file at `path` with `bytes` so that a crash at any point leaves either the
 /// old content or the new one: write `<path>.tmp`, flush it, rename it over `path`, flush
 /// the directory.
@@ -27,12 +37,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    File::create(&tmp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .map_err(|err| io_error("write", &tmp, err))?;
+    write_durable(&tmp, bytes)?;
     fs::rename(&tmp, path).map_err(|err| io_error("rename into place", path, err))?;
     match path.parent() {
         Some(dir) => sync_dir(dir),
@@ -63,8 +68,17 @@ pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     }
 }
 
-/// Sets the length of the file at `path` to exactly `len` bytes (a grown part is a hole, so
-/// it costs no space) and flushes it.
+/// Sets the length of the file at `path` to exactly `len` bytes; a grown part is a hole,
+/// so it costs no space. Not flushed: see [`resize_file`].
+pub fn set_len(path: &Path, len: u64) -> Result<(), Error> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(len))
+        .map_err(|err| io_error("resize", path, err))
+}
+
+/// [`set_len`], then flushes the file.
 pub fn resize_file(path: &Path, len: u64) -> Result<(), Error> {
     OpenOptions::new()
         .write(true)

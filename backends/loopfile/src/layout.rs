@@ -5,6 +5,7 @@
 //! <directory>/volumes/<v-id>/meta.json    its metadata: the volume exists iff this exists
 //! <directory>/snapshots/<s-id>/disk.img   a snapshot: an independent copy of a volume image
 //! <directory>/snapshots/<s-id>/meta.json
+//! <directory>/volumes/.new-<v-id>/        an object being built (see `store::create`)
 //! <directory>/trash/<id>                  deleted objects, moved here atomically, then removed
 //! ```
 //!
@@ -14,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use crate::ids::{Id, Kind};
 
-const IMAGE: &str = "disk.img";
-const META: &str = "meta.json";
+pub const IMAGE: &str = "disk.img";
+pub const META: &str = "meta.json";
 const TRASH: &str = "trash";
 
 #[derive(Debug)]
@@ -44,6 +45,11 @@ impl Layout {
     /// The directory of one object.
     pub fn object_dir(&self, id: &Id) -> PathBuf {
         self.kind_dir(id.kind()).join(id.as_str())
+    }
+
+    /// Where an object is built before one rename gives it its id (never a valid id).
+    pub fn staging_dir(&self, id: &Id) -> PathBuf {
+        self.kind_dir(id.kind()).join(format!(".new-{}", id.as_str()))
     }
 
     pub fn image(&self, id: &Id) -> PathBuf {

@@ -42,9 +42,7 @@ pub fn create(
         size_bytes: volume.capacity_bytes,
         creation_time: meta::unix_now(),
     };
-    store::prepare(ctx, &id)?;
-    store::fill_image(ctx, &id, Some(&source), meta.size_bytes)?;
-    store::commit(ctx, &id, &meta)?;
+    store::create(ctx, &id, Some(&source), meta.size_bytes, &meta)?;
     ctx.platform.info(&format!(
         "created snapshot {name:?} ({id}, {} bytes) of {source}",
         meta.size_bytes

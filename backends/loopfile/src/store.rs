@@ -1,11 +1,9 @@
 //! The on-disk life cycle shared by volumes and snapshots.
 //!
-//! An object is a directory holding an image and a metadata file. It is made in three
-//! steps — prepare the directory, fill the image, commit the metadata — and only the last
-//! one makes it exist, so a crash leaves either no object (a half-made directory that the
-//! retried create overwrites) or a complete one. It is removed by one atomic rename into
-//! `trash/`, after which the trash is emptied; whatever a crash leaves there is emptied
-//! by a later call.
+//! An object is a directory holding an image and a metadata file. It is built under a
+//! staging name and given its id by one rename (see [`create`]), so a crash leaves either
+//! no object or a complete one. It is removed by one atomic rename into `trash/`, after
+//! which the trash is emptied; whatever a crash leaves there is emptied by a later call.
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
@@ -103,42 +101,74 @@ pub fn list_ids(ctx: &Ctx, kind: Kind) -> Result<Vec<Id>, Error> {
     Ok(ids)
 }
 
-/// Step 1 of making an object: its directory exists (a half-made one is reused).
-pub fn prepare(ctx: &Ctx, id: &Id) -> Result<(), Error> {
+/// Makes an object in one durable step: its image (a copy of `source`'s image, or empty)
+/// set to `len` bytes and its metadata are built in a staging directory beside the final
+/// one, the metadata is flushed, one rename gives the object its id and one flush of the
+/// kind directory makes that rename durable. A crash leaves either no object (a staging
+/// directory the retried create starts over) or a complete one.
+///
+/// Two flushes per create, not one per step: the metadata's own flush is what commits the
+/// image and the staging directory's entries on the journaling filesystems the host
+/// supports (ext4, xfs, btrfs), and an image whose length a crash did lose is grown back to
+/// the recorded capacity by [`ensure_image_len`] before the node uses it.
+pub fn create<T: Serialize>(ctx: &Ctx, id: &Id, source: Option<&Id>, len: u64, meta: &T) -> Result<(), Error> {
     empty_trash(ctx);
+    let staging = ctx.layout.staging_dir(id);
+    remove_dir(&staging)?;
+    fs::create_dir_all(&staging).map_err(|err| io_error("create", &staging, err))?;
+    let image = staging.join(crate::layout::IMAGE);
+    match source {
+        Some(source) => ctx.platform.copy_file(&ctx.layout.image(source), &image)?,
+        None => drop(File::create(&image).map_err(|err| io_error("create", &image, err))?),
+    }
+    fsio::set_len(&image, len)?;
+    fsio::write_durable(&staging.join(crate::layout::META), &meta::encode(meta)?)?;
+    // A directory left at the final name without metadata is a half-made object: set it aside.
     let dir = ctx.layout.object_dir(id);
-    fs::create_dir_all(&dir).map_err(|err| io_error("create", &dir, err))?;
+    if dir.exists() {
+        move_to_trash(ctx, id)?;
+    }
+    fs::rename(&staging, &dir).map_err(|err| io_error("rename into place", &dir, err))?;
     fsio::sync_dir(&ctx.layout.kind_dir(id.kind()))
 }
 
-/// Step 2: the image is a copy of `source`'s image, or empty, set to `len` bytes and flushed.
-/// Whatever an interrupted earlier attempt left in its place is replaced.
-pub fn fill_image(ctx: &Ctx, id: &Id, source: Option<&Id>, len: u64) -> Result<(), Error> {
-    let image = ctx.layout.image(id);
-    match source {
-        Some(source) => {
-            match fs::remove_file(&image) {
-                Ok(()) => {}
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(io_error("remove", &image, err)),
-            }
-            ctx.platform.copy_file(&ctx.layout.image(source), &image)?;
-        }
-        None => {
-            File::create(&image).map_err(|err| io_error("create", &image, err))?;
-        }
-    }
-    resize_image(ctx, id, len)
-}
-
-/// Sets an existing object's image to `len` bytes (sparse) and flushes it.
+/// Grows an existing object's image to `len` bytes (sparse) and flushes it.
 pub fn resize_image(ctx: &Ctx, id: &Id, len: u64) -> Result<(), Error> {
     fsio::resize_file(&ctx.layout.image(id), len)
 }
 
-/// Step 3, the commit point: the metadata is written atomically and durably.
-pub fn commit<T: Serialize>(ctx: &Ctx, id: &Id, meta: &T) -> Result<(), Error> {
+/// Makes sure an object's image is at least `len` bytes long (see [`create`]).
+pub fn ensure_image_len(ctx: &Ctx, id: &Id, len: u64) -> Result<(), Error> {
+    let image = ctx.layout.image(id);
+    let actual = fs::metadata(&image).map_err(|err| io_error("inspect", &image, err))?.len();
+    if actual < len { fsio::resize_file(&image, len) } else { Ok(()) }
+}
+
+/// Replaces an existing object's metadata atomically and durably.
+pub fn update_meta<T: Serialize>(ctx: &Ctx, id: &Id, meta: &T) -> Result<(), Error> {
     fsio::write_atomic(&ctx.layout.meta(id), &meta::encode(meta)?)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), Error> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io_error("remove", dir, err)),
+    }
+}
+
+/// Renames an object's directory into `trash/`; `false` when there was none.
+fn move_to_trash(ctx: &Ctx, id: &Id) -> Result<bool, Error> {
+    let trash = ctx.layout.trash_dir();
+    fs::create_dir_all(&trash).map_err(|err| io_error("create", &trash, err))?;
+    let dir = ctx.layout.object_dir(id);
+    let entry = ctx.layout.trash_entry(id);
+    remove_dir(&entry)?;
+    match fs::rename(&dir, &entry) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io_error("move to trash", &dir, err)),
+    }
 }
 
 /// Removes an object (and logs it, by the name in its metadata `T`); removing one that
@@ -153,13 +183,8 @@ pub fn discard<T: DeserializeOwned + Named>(ctx: &Ctx, id: &Id) -> Result<(), Er
         .ok()
         .flatten()
         .map(|meta| meta.name().to_owned());
-    let trash = ctx.layout.trash_dir();
-    fs::create_dir_all(&trash).map_err(|err| io_error("create", &trash, err))?;
-    let dir = ctx.layout.object_dir(id);
-    match fs::rename(&dir, ctx.layout.trash_entry(id)) {
-        Ok(()) => {}
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(io_error("move to trash", &dir, err)),
+    if !move_to_trash(ctx, id)? {
+        return Ok(());
     }
     fsio::sync_dir(&ctx.layout.kind_dir(id.kind()))?;
     let noun = id.kind().noun();
@@ -240,16 +265,14 @@ mod tests {
     }
 
     #[test]
-    fn an_object_exists_once_committed() {
+    fn create_makes_a_complete_object_in_one_step() {
         let fixture = Fixture::new();
         let ctx = fixture.ctx();
         let id = Id::for_name(Kind::Snapshot, "snap");
-        prepare(&ctx, &id).unwrap();
-        fill_image(&ctx, &id, None, 8192).unwrap();
-        assert_eq!(read_meta::<SnapshotMeta>(&ctx, &id).unwrap(), None);
-        commit(&ctx, &id, &meta("snap")).unwrap();
+        create(&ctx, &id, None, 8192, &meta("snap")).unwrap();
         assert_eq!(read_meta::<SnapshotMeta>(&ctx, &id).unwrap(), Some(meta("snap")));
         assert_eq!(fs::metadata(ctx.layout.image(&id)).unwrap().len(), 8192);
+        assert!(!ctx.layout.staging_dir(&id).exists());
     }
 
     #[test]
@@ -259,8 +282,9 @@ mod tests {
         assert!(list_ids(&ctx, Kind::Volume).unwrap().is_empty());
         let mut ids: Vec<Id> = (0..5).map(|i| Id::for_name(Kind::Volume, &i.to_string())).collect();
         for id in &ids {
-            prepare(&ctx, id).unwrap();
+            fs::create_dir_all(ctx.layout.object_dir(id)).unwrap();
         }
+        fs::create_dir_all(ctx.layout.staging_dir(&Id::for_name(Kind::Volume, "building"))).unwrap();
         fs::create_dir_all(ctx.layout.kind_dir(Kind::Volume).join("lost+found")).unwrap();
         fs::write(ctx.layout.kind_dir(Kind::Volume).join("v-note.txt"), b"").unwrap();
         ids.sort();
@@ -269,25 +293,37 @@ mod tests {
     }
 
     #[test]
-    fn refill_replaces_a_half_made_image() {
+    fn a_retried_create_replaces_what_a_crash_left() {
         let fixture = Fixture::new();
         let ctx = fixture.ctx();
         let source = Id::for_name(Kind::Volume, "source");
-        prepare(&ctx, &source).unwrap();
-        fill_image(&ctx, &source, None, 4096).unwrap();
+        create(&ctx, &source, None, 4096, &meta("source")).unwrap();
         fs::write(ctx.layout.image(&source), b"content").unwrap();
 
+        // A crash mid-create left a staging directory, and one at the final name without
+        // metadata (a half-made object).
         let id = Id::for_name(Kind::Volume, "copy");
-        prepare(&ctx, &id).unwrap();
-        fs::write(ctx.layout.image(&id), b"garbage from a crash").unwrap();
-        fill_image(&ctx, &id, Some(&source), 8192).unwrap();
+        fs::create_dir_all(ctx.layout.staging_dir(&id)).unwrap();
+        fs::write(ctx.layout.staging_dir(&id).join("disk.img"), b"garbage from a crash").unwrap();
+        fs::create_dir_all(ctx.layout.object_dir(&id)).unwrap();
+        fs::write(ctx.layout.image(&id), b"more garbage").unwrap();
+
+        create(&ctx, &id, Some(&source), 8192, &meta("copy")).unwrap();
         let image = fs::read(ctx.layout.image(&id)).unwrap();
         assert_eq!(image.len(), 8192);
         assert!(image.starts_with(b"content\0"));
+        assert_eq!(read_meta::<SnapshotMeta>(&ctx, &id).unwrap(), Some(meta("copy")));
+    }
 
-        fs::write(ctx.layout.image(&id), b"garbage from a crash").unwrap();
-        fill_image(&ctx, &id, None, 4096).unwrap();
-        assert_eq!(fs::read(ctx.layout.image(&id)).unwrap(), vec![0; 4096]);
+    #[test]
+    fn a_lost_image_length_is_restored() {
+        let fixture = Fixture::new();
+        let ctx = fixture.ctx();
+        let id = Id::for_name(Kind::Volume, "v");
+        create(&ctx, &id, None, 8192, &meta("v")).unwrap();
+        fs::OpenOptions::new().write(true).open(ctx.layout.image(&id)).unwrap().set_len(0).unwrap();
+        ensure_image_len(&ctx, &id, 8192).unwrap();
+        assert_eq!(fs::metadata(ctx.layout.image(&id)).unwrap().len(), 8192);
     }
 
     #[test]
@@ -296,9 +332,7 @@ mod tests {
         let ctx = fixture.ctx();
         init(&ctx).unwrap();
         let id = Id::for_name(Kind::Snapshot, "snap");
-        prepare(&ctx, &id).unwrap();
-        fill_image(&ctx, &id, None, 4096).unwrap();
-        commit(&ctx, &id, &meta("snap")).unwrap();
+        create(&ctx, &id, None, 4096, &meta("snap")).unwrap();
         // Left over by a crash after an earlier rename into the trash.
         fs::create_dir_all(ctx.layout.trash_dir().join("s-leftover/sub")).unwrap();
 
@@ -319,7 +353,7 @@ mod tests {
         let fixture = Fixture::new();
         let ctx = fixture.ctx();
         let id = Id::for_name(Kind::Snapshot, "snap");
-        prepare(&ctx, &id).unwrap();
+        fs::create_dir_all(ctx.layout.object_dir(&id)).unwrap();
         fs::write(ctx.layout.meta(&id), b"{corrupt").unwrap();
         discard::<SnapshotMeta>(&ctx, &id).unwrap();
         assert!(!ctx.layout.object_dir(&id).exists());
@@ -342,8 +376,7 @@ mod tests {
             require::<SnapshotMeta>(&ctx, Kind::Snapshot, "../x"),
             Err(Error::NotFound(_))
         ));
-        prepare(&ctx, &id).unwrap();
-        commit(&ctx, &id, &meta("snap")).unwrap();
+        create(&ctx, &id, None, 4096, &meta("snap")).unwrap();
         assert_eq!(
             require::<SnapshotMeta>(&ctx, Kind::Snapshot, id.as_str()).unwrap(),
             (id.clone(), meta("snap"))

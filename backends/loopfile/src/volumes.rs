@@ -63,9 +63,7 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
         parameters,
         creation_time: meta::unix_now(),
     };
-    store::prepare(ctx, &id)?;
-    store::fill_image(ctx, &id, source.as_ref(), size)?;
-    store::commit(ctx, &id, &meta)?;
+    store::create(ctx, &id, source.as_ref(), size, &meta)?;
     ctx.platform.info(&match &source {
         Some(source) => format!("created volume {:?} ({id}, {size} bytes) from {source}", meta.name),
         None => format!("created volume {:?} ({id}, {size} bytes)", meta.name),
@@ -136,7 +134,7 @@ pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expan
         capacity::ensure_space(size - current, ctx.available_bytes()?)?;
         store::resize_image(ctx, &id, size)?;
         meta.capacity_bytes = size;
-        store::commit(ctx, &id, &meta)?;
+        store::update_meta(ctx, &id, &meta)?;
         ctx.platform.info(&format!(
             "expanded volume {:?} ({id}) from {current} to {size} bytes",
             meta.name
@@ -150,7 +148,8 @@ pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expan
 
 /// The image file the host loop-attaches on the node.
 pub fn node_device(ctx: &Ctx, volume_id: &str) -> Result<Device, Error> {
-    let (id, _) = store::require::<VolumeMeta>(ctx, Kind::Volume, volume_id)?;
+    let (id, meta) = store::require::<VolumeMeta>(ctx, Kind::Volume, volume_id)?;
+    store::ensure_image_len(ctx, &id, meta.capacity_bytes)?;
     Ok(Device::File(ctx.layout.image(&id).to_string_lossy().into_owned()))
 }
 

@@ -308,40 +308,67 @@ fn find_volume_answers_by_name() {
 // ---------------------------------------------------------------------------------------
 // Crash consistency
 
+/// Asserts `name` is not a volume, then creates it again (at another size: the half-made
+/// one never existed) and checks the result is whole and the garbage gone.
+fn assert_retried_create_starts_over(kit: &TestHost, name: &str, id: &str) {
+    assert!(kit.list_volumes(0, "").unwrap().entries.is_empty());
+    assert_err!(kit.get_volume(id), NotFound);
+    assert_err!(kit.node_device(id, vec![], vec![]), NotFound);
+    assert!(kit.find_volume(name).unwrap().is_none());
+
+    let volume = create(kit, name, 2 * MIB);
+    assert_eq!(volume.id, id);
+    assert_eq!(volume.capacity_bytes, 2 * MIB);
+    let image = volume_image(kit, id);
+    assert_eq!(file_len(&image), 2 * MIB);
+    assert_eq!(read_at(&image, 0, 16), [0; 16], "the garbage is gone");
+    assert!(volume_dir(kit, id).join("meta.json").exists());
+    assert_eq!(dir_names(&kit.host_dir("/data").join("volumes")), [id]);
+    assert_same!(kit.list_volumes(0, "").unwrap().entries, [volume]);
+}
+
 #[test]
-fn a_retried_create_completes_a_half_made_volume() {
+fn a_retried_create_starts_over_after_a_crash_before_the_final_rename() {
     let kit = loopfile();
-    let first = create(&kit, "pvc-crash", MIB);
-    // What a crash between writing the image and committing the metadata leaves behind.
-    let dir = volume_dir(&kit, &first.id);
+    // The id the name maps to, and the metadata loopfile writes for it.
+    let id = create(&kit, "pvc-crash", MIB).id;
+    let meta = fs::read(volume_dir(&kit, &id).join("meta.json")).unwrap();
+    kit.delete_volume(&id).unwrap();
+    // What a crash leaves while the volume is built in its staging directory (layout.rs).
+    let staging = kit.host_dir("/data").join("volumes").join(format!(".new-{id}"));
+    fs::create_dir(&staging).unwrap();
+    fs::write(staging.join("disk.img"), b"partial garbage").unwrap();
+    fs::write(staging.join("meta.json"), meta).unwrap();
+
+    assert_retried_create_starts_over(&kit, "pvc-crash", &id);
+}
+
+#[test]
+fn a_retried_create_sets_aside_a_half_made_directory_at_the_final_name() {
+    let kit = loopfile();
+    let id = create(&kit, "pvc-crash", MIB).id;
+    // An image but no metadata at the final name (an interrupted create of loopfile 0.1.0).
+    let dir = volume_dir(&kit, &id);
     fs::remove_file(dir.join("meta.json")).unwrap();
     fs::write(dir.join("disk.img"), b"partial garbage").unwrap();
     fs::write(dir.join("meta.json.tmp"), b"{\"name\": \"pvc-cr").unwrap();
 
-    assert!(kit.list_volumes(0, "").unwrap().entries.is_empty());
-    assert_err!(kit.get_volume(&first.id), NotFound);
-    assert_err!(kit.node_device(&first.id, vec![], vec![]), NotFound);
-
-    // The retry may even ask for another size: the half-made one never existed.
-    let volume = create(&kit, "pvc-crash", 2 * MIB);
-    assert_eq!(volume.id, first.id);
-    assert_eq!(volume.capacity_bytes, 2 * MIB);
-    let image = volume_image(&kit, &volume.id);
-    assert_eq!(file_len(&image), 2 * MIB);
-    assert_eq!(read_at(&image, 0, 16), [0; 16], "the garbage is gone");
-    assert!(dir.join("meta.json").exists());
-    assert_same!(kit.list_volumes(0, "").unwrap().entries, [volume]);
+    assert_retried_create_starts_over(&kit, "pvc-crash", &id);
 }
 
 #[test]
 fn a_half_made_volume_is_not_listed() {
     let kit = loopfile();
     let volume = create(&kit, "complete", MIB);
-    let half_made = volume_dir(&kit, "v-0123456789abcdef0123456789abcdef");
-    fs::create_dir(&half_made).unwrap();
-    fs::write(half_made.join("disk.img"), b"").unwrap();
-    assert_same!(kit.list_volumes(0, "").unwrap().entries, [volume.clone()]);
-    assert_same!(kit.list_volumes(1, "").unwrap().entries, [volume]);
+    for half_made in ["v-0123456789abcdef0123456789abcdef", ".new-v-fedcba9876543210fedcba9876543210"] {
+        let dir = volume_dir(&kit, half_made);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("disk.img"), b"").unwrap();
+    }
+    assert_same!(kit.list_volumes(0, "").unwrap().entries, [&volume]);
+    let page = kit.list_volumes(1, "").unwrap();
+    assert_same!(page.entries, [&volume]);
+    assert_eq!(page.next_token, "", "nothing else to list");
     assert_err!(kit.get_volume("v-0123456789abcdef0123456789abcdef"), NotFound);
 }
 
@@ -646,7 +673,7 @@ fn a_snapshot_outlives_its_volume() {
     let volume = volume_with_pattern(&kit, "pvc-1");
     let snapshot = kit.create_snapshot(&volume.id, "snap-1", vec![]).unwrap();
     kit.delete_volume(&volume.id).unwrap();
-    assert_same!(kit.list_snapshots("", "", 0, "").unwrap().entries, [snapshot.clone()]);
+    assert_same!(kit.list_snapshots("", "", 0, "").unwrap().entries, [&snapshot]);
     let restored = create_from(&kit, "restored", 0, ContentSource::Snapshot(snapshot.id)).unwrap();
     assert_eq!(read_at(&volume_image(&kit, &restored.id), OFFSET, PATTERN.len()), PATTERN);
 }
@@ -752,7 +779,7 @@ fn names_with_dot_dot_stay_inside_the_granted_directory() {
     let volume = create(&kit, name, MIB);
     let snapshot = kit.create_snapshot(&volume.id, name, vec![]).unwrap();
     assert_eq!(volume.context, [("loopfile/name".to_string(), name.to_string())]);
-    assert_eq!(dir_names(&kit.host_dir("/data").join("volumes")), [volume.id.clone()]);
+    assert_eq!(dir_names(&kit.host_dir("/data").join("volumes")), [volume.id.as_str()]);
     assert_eq!(dir_names(&kit.host_dir("/data").join("snapshots")), [snapshot.id]);
     assert_eq!(file_len(&volume_image(&kit, &volume.id)), MIB);
     // The temporary directory around the grant holds nothing but the grant.

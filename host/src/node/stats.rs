@@ -42,13 +42,14 @@ mod sys {
 /// Statistics of the filesystem mounted at (or containing) `path`.
 pub fn filesystem_stats(path: &Path) -> Result<FsStats, StatsError> {
     let st = nix::sys::statvfs::statvfs(path).map_err(|source| StatsError::Statvfs { path: path.to_owned(), source })?;
-    let unit = match u64::from(st.fragment_size()) {
-        0 => u64::from(st.block_size()),
+    // On 64-bit Linux every statvfs field is a u64.
+    let unit = match st.fragment_size() {
+        0 => st.block_size(),
         f => f,
     };
     let bytes = |blocks: u64| blocks.saturating_mul(unit);
-    let (blocks, free, available) = (u64::from(st.blocks()), u64::from(st.blocks_free()), u64::from(st.blocks_available()));
-    let (files, files_free) = (u64::from(st.files()), u64::from(st.files_free()));
+    let (blocks, free, available) = (st.blocks(), st.blocks_free(), st.blocks_available());
+    let (files, files_free) = (st.files(), st.files_free());
     Ok(FsStats {
         total_bytes: bytes(blocks),
         available_bytes: bytes(available),

@@ -4,6 +4,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "backend-component",
+    additional_derives: [PartialEq, Eq],
 });
 
 pub use csi::backend::types::{

@@ -77,6 +77,10 @@ impl CallState {
         match e {
             OpenError::Denied(d) => self.deny(what, d),
             OpenError::Io(nix::Error::ENOENT) => BackendError::NotFound(format!("{what} {path}: no such file")),
+            // openat2(RESOLVE_BENEATH) refusing a path that would leave the grant.
+            OpenError::Io(nix::Error::EXDEV | nix::Error::ELOOP) => {
+                self.deny(what, Denied::OutsideDirectories(path.to_owned()))
+            }
             OpenError::Io(nix::Error::ENOSPC) => BackendError::ResourceExhausted(format!("{what} {path}: no space left")),
             OpenError::Io(e) => BackendError::Internal(format!("{what} {path}: {e}")),
         }

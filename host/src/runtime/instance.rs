@@ -125,7 +125,8 @@ pub(super) fn run<R>(
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64));
+    // One tick more than the deadline spans: the first tick may come at once.
+    store.set_epoch_deadline(deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
     store.epoch_deadline_trap();
 
     let outcome = pre
