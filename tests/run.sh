@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v mkfs.xfs >/dev/null || need_pkgs+=(xfsprogs)
+command -v mkfs.btrfs >/dev/null || need_pkgs+=(btrfs-progs)
 command -v mkfs.ext4 >/dev/null || need_pkgs+=(e2fsprogs)
 command -v losetup >/dev/null || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -105,9 +105,8 @@ impl NodeService {
         let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), secrets(&req.secrets)).await?;
         let staging = self.driver.ephemeral_staging(&req.volume_id);
         tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
-        self.stage(backend, device, staging.clone(), access, ()).await?;
-        let access_again = self::access(cap, backend)?;
-        blocking(guard, move || volume::publish(&staging, &target, &access_again, req.readonly)).await
+        self.stage(backend, device, staging.clone(), access.clone(), ()).await?;
+        blocking(guard, move || volume::publish(&staging, &target, &access, req.readonly)).await
     }
 
     /// NodeUnpublish of an ephemeral inline volume: unstage and delete it.

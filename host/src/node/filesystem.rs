@@ -213,6 +213,27 @@ const CAP_SYS_RESOURCE: u32 = 24;
 
 /// Whether this process has `capability` in its effective set (`CapEff` in
 /// /proc/self/status); true when that cannot be read, so the tool's own error stands.
+/// Bytes an (unmounted or mounted) ext4 filesystem spans, read from its superblock; tells
+/// whether the device grew beyond it.
+pub fn ext4_size(device: &Path) -> Result<u64, FsError> {
+    const SUPERBLOCK: u64 = 1024;
+    const MAGIC: u16 = 0xEF53;
+    const INCOMPAT_64BIT: u32 = 0x80;
+    let mut sb = [0u8; 1024];
+    let read = File::open(device).and_then(|f| {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut sb, SUPERBLOCK)
+    });
+    read.map_err(|source| FsError::Device { path: device.to_owned(), source })?;
+    let u32_at = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().expect("4 bytes"));
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != MAGIC {
+        return Err(FsError::Device { path: device.to_owned(), source: std::io::Error::other("no ext4 superblock") });
+    }
+    let block_size = 1024u64 << u32_at(0x18).min(16);
+    let high = if u32_at(0x60) & INCOMPAT_64BIT != 0 { u64::from(u32_at(0x150)) } else { 0 };
+    Ok(((high << 32) | u64::from(u32_at(0x04))) * block_size)
+}
+
 fn has_effective_capability(capability: u32) -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return true;

@@ -55,6 +55,7 @@ impl From<paths::PathError> for NodeError {
 }
 
 /// How the workload uses the volume.
+#[derive(Debug, Clone)]
 pub enum Access {
     Mount { fs: FsType, options: Vec<String> },
     Block,
@@ -132,6 +133,7 @@ pub fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant)
                 Content::Blank => filesystem::format(&dev.path, *fs, deadline).map_err(internal)?,
                 Content::Filesystem(found) if found == fs.as_str() => {
                     filesystem::check(&dev.path, *fs, deadline).map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+                    grow_unmounted(&dev.path, *fs, deadline)?;
                 }
                 Content::Filesystem(found) => {
                     return Err(NodeError::FailedPrecondition(format!(
@@ -159,6 +161,20 @@ pub fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant)
             mount::bind_device(&dev.path, &file, false).map_err(internal)
         }
     }
+}
+
+/// An ext4 filesystem smaller than its device (the volume was expanded while the host could
+/// not grow it online) is grown before it is mounted. xfs and btrfs grow only when mounted,
+/// which NodeExpandVolume does.
+fn grow_unmounted(device: &Path, fs: FsType, deadline: Instant) -> Result<(), NodeError> {
+    if fs != FsType::Ext4 {
+        return Ok(());
+    }
+    let device_bytes = stats::block_device_size(device).map_err(internal)?;
+    if filesystem::ext4_size(device).map_err(internal)? < device_bytes {
+        filesystem::grow_offline(device, fs, deadline).map_err(internal)?;
+    }
+    Ok(())
 }
 
 /// The device number of a device node bound onto `file`, if one is.
@@ -272,7 +288,12 @@ pub fn expand(volume_path: &Path, deadline: Instant) -> Result<u64, NodeError> {
     }
     if let Some(fs_type) = fs_type {
         let fs: FsType = fs_type.parse().map_err(|e| NodeError::FailedPrecondition(format!("cannot grow {fs_type}: {e}")))?;
-        filesystem::grow(&dev.path, volume_path, fs, deadline).map_err(internal)?;
+        filesystem::grow(&dev.path, volume_path, fs, deadline).map_err(|e| match e {
+            filesystem::FsError::MissingCapability { .. } => NodeError::FailedPrecondition(format!(
+                "{e}; the filesystem is grown instead when the volume is next staged"
+            )),
+            other => internal(other),
+        })?;
     }
     stats::block_device_size(&dev.path).map_err(internal)
 }
