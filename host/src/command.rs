@@ -45,7 +45,8 @@ pub struct Output {
 /// Each of stdout and stderr keeps at most `cap` bytes; the rest is read and dropped so
 /// the child never blocks on a full pipe.
 pub fn run(program: &Path, args: &[String], stdin: &[u8], deadline: Instant, cap: usize) -> std::io::Result<Output> {
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -53,8 +54,13 @@ pub fn run(program: &Path, args: &[String], stdin: &[u8], deadline: Instant, cap
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    // SAFETY: only an async-signal-safe syscall runs between fork and exec.
+    unsafe {
+        // A tool must not outlive a host killed mid-call: its retry would race the orphan.
+        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+    }
+    let mut child = command.spawn()?;
     let pgid = Pid::from_raw(child.id() as i32);
 
     let mut input = child.stdin.take().expect("stdin is piped");

@@ -95,9 +95,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.backends.iter().map(|b| runtime.load(b, &loader_node_id).map_err(anyhow::Error::from)).collect()
     })
     .await??;
+    let ephemeral_dir = std::path::absolute(args.data_dir.join("ephemeral"))?;
+    std::fs::create_dir_all(&ephemeral_dir).with_context(|| format!("create {}", ephemeral_dir.display()))?;
     let node = NodeSettings {
         by_id_root: args.by_id_root,
-        ephemeral_dir: std::path::absolute(args.data_dir.join("ephemeral"))?,
+        ephemeral_dir,
         max_volumes_per_node: args.max_volumes_per_node,
     };
     let driver = Arc::new(Driver::new(args.driver_name, node_id, Backends::new(backends, default.as_deref()), node));

@@ -79,6 +79,12 @@ impl Host {
         self.tmp.path()
     }
 
+    /// `<tmp>/<name>` with the temp dir's canonical path (what the kernel's mount table
+    /// shows, and what the host accepts as a staging or target path: no symlinks).
+    pub fn node_path(&self, name: &str) -> PathBuf {
+        self.path().canonicalize().expect("canonicalize the temp dir").join(name)
+    }
+
     pub fn set_config(&mut self, config: PathBuf) -> &mut Self {
         self.config = Some(config);
         self
@@ -334,6 +340,13 @@ impl Drop for Host {
                 let _ = child.wait();
             }
         }
+        // Hygiene only (tests assert with `assert_no_leftovers`): never leave a mount or a
+        // loop device of this host behind, and never let the temp dir removal below walk
+        // into a mounted volume.
+        let cleaned = clean_node_leftovers(self.path());
+        if !cleaned.is_empty() {
+            eprintln!("cleanup of {}:\n  {}", self.path().display(), cleaned.join("\n  "));
+        }
         // A failing test shows what the host said; WASMCSI_E2E_KEEP=1 keeps the temp dir.
         if std::thread::panicking() && self.runs > 0 {
             let log = self.log();
@@ -554,4 +567,215 @@ pub fn log_lines<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
 /// Distinct values, for set comparisons in assertions.
 pub fn set<T: Ord, I: IntoIterator<Item = T>>(items: I) -> BTreeSet<T> {
     items.into_iter().collect()
+}
+
+// ---- node: privilege gate, mount table, loop devices, leftovers ----
+
+/// Set in CI: a test that cannot run for lack of root or a tool fails instead of skipping.
+pub const REQUIRE_PRIVILEGED_ENV: &str = "WASMCSI_REQUIRE_PRIVILEGED_TESTS";
+
+fn cannot_run(test: &str, why: &str) -> bool {
+    if std::env::var_os(REQUIRE_PRIVILEGED_ENV).is_some() {
+        panic!("{test} could not run: {why}, and {REQUIRE_PRIVILEGED_ENV} is set");
+    }
+    eprintln!("SKIPPED {test}: {why} (set {REQUIRE_PRIVILEGED_ENV} to make this a failure)");
+    false
+}
+
+/// Whether a test that needs root (loop devices, mounts) may run here; fails the test
+/// instead of skipping it when `WASMCSI_REQUIRE_PRIVILEGED_TESTS` is set.
+pub fn privileged(test: &str) -> bool {
+    nix::unistd::geteuid().is_root() || cannot_run(test, "it needs root")
+}
+
+/// [`privileged`], and `tool` (e.g. `mkfs.xfs`) is installed.
+pub fn privileged_with(test: &str, tool: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    let installed = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| Path::new(dir).join(tool).exists());
+    installed || cannot_run(test, &format!("{tool} is not installed"))
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountLine {
+    pub mount_id: u32,
+    /// `major:minor` of the mounted filesystem (or of a bound device node's filesystem).
+    pub device: String,
+    /// The directory (or file) of the filesystem mounted here.
+    pub root: PathBuf,
+    pub mount_point: PathBuf,
+    /// Per-mount options (`rw`/`ro`, ...).
+    pub options: String,
+    pub fs_type: String,
+    pub source: String,
+}
+
+impl MountLine {
+    pub fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount table of this process (the same mount namespace the host runs in).
+pub fn mount_table() -> Vec<MountLine> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            Some(MountLine {
+                mount_id: fields.first()?.parse().ok()?,
+                device: fields.get(2)?.to_string(),
+                root: PathBuf::from(unescape_mountinfo(fields.get(3)?)),
+                mount_point: PathBuf::from(unescape_mountinfo(fields.get(4)?)),
+                options: fields.get(5)?.to_string(),
+                fs_type: fields.get(dash + 1)?.to_string(),
+                source: unescape_mountinfo(fields.get(dash + 2).copied().unwrap_or("")),
+            })
+        })
+        .collect()
+}
+
+/// The mounts stacked at exactly `path`, bottom first.
+pub fn mounts_at(path: &Path) -> Vec<MountLine> {
+    mount_table().into_iter().filter(|m| m.mount_point == path).collect()
+}
+
+/// An attached loop device, as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopLine {
+    /// `/dev/loopN`.
+    pub device: PathBuf,
+    /// `major:minor`.
+    pub number: String,
+    /// The backing file's path, without the kernel's " (deleted)".
+    pub backing_file: PathBuf,
+    pub deleted: bool,
+}
+
+/// Every attached loop device (from `/sys/block/loop*/loop/backing_file`).
+pub fn loop_devices() -> Vec<LoopLine> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else { return found };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+        let backing = backing.trim_end_matches('\n');
+        let (backing, deleted) = match backing.strip_suffix(" (deleted)") {
+            Some(path) => (path, true),
+            None => (backing, false),
+        };
+        let number = std::fs::read_to_string(entry.path().join("dev")).unwrap_or_default().trim().to_string();
+        found.push(LoopLine { device: Path::new("/dev").join(&name), number, backing_file: PathBuf::from(backing), deleted });
+    }
+    found.sort_by(|a, b| a.device.cmp(&b.device));
+    found
+}
+
+/// The loop devices serving `file` (compared by path, the file may have been deleted).
+pub fn loops_of(file: &Path) -> Vec<LoopLine> {
+    let file = file
+        .canonicalize()
+        .or_else(|_| match (file.parent(), file.file_name()) {
+            // A deleted file: its directory's canonical path.
+            (Some(parent), Some(name)) => parent.canonicalize().map(|p| p.join(name)),
+            _ => Ok(file.to_owned()),
+        })
+        .unwrap_or_else(|_| file.to_owned());
+    loop_devices().into_iter().filter(|l| l.backing_file == file).collect()
+}
+
+/// Mounts and loop devices something under `root` left behind.
+#[derive(Debug, Default)]
+pub struct NodeLeftovers {
+    /// Mounts at or below `root`.
+    pub mounts: Vec<MountLine>,
+    /// Loop devices whose backing file is (or was) below `root`.
+    pub loop_devices: Vec<LoopLine>,
+}
+
+impl NodeLeftovers {
+    pub fn is_empty(&self) -> bool {
+        self.mounts.is_empty() && self.loop_devices.is_empty()
+    }
+}
+
+fn canonical_root(root: &Path) -> PathBuf {
+    root.canonicalize().unwrap_or_else(|_| root.to_owned())
+}
+
+/// What is mounted under `root`, and which loop devices serve files under it.
+pub fn node_leftovers(root: &Path) -> NodeLeftovers {
+    let root = canonical_root(root);
+    NodeLeftovers {
+        mounts: mount_table().into_iter().filter(|m| m.mount_point.starts_with(&root)).collect(),
+        loop_devices: loop_devices().into_iter().filter(|l| l.backing_file.starts_with(&root)).collect(),
+    }
+}
+
+/// Unmounts everything under `root` (deepest first, stacked mounts one by one, lazily as a
+/// last resort) and then detaches the loop devices of files under it. Returns what it did.
+pub fn clean_node_leftovers(root: &Path) -> Vec<String> {
+    use nix::mount::{MntFlags, umount2};
+    let mut done = Vec::new();
+    let root = canonical_root(root);
+    for _ in 0..64 {
+        // Deepest path first; of mounts stacked on one path, the top one (the kernel lists
+        // a mount after the ones it covers).
+        let deepest = mount_table()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, m)| m.mount_point.starts_with(&root))
+            .max_by_key(|(index, m)| (m.mount_point.components().count(), *index));
+        let Some((_, deepest)) = deepest else { break };
+        let path = &deepest.mount_point;
+        match umount2(path, MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => done.push(format!("unmounted {}", path.display())),
+            Err(e) => {
+                let lazy = umount2(path, MntFlags::UMOUNT_NOFOLLOW | MntFlags::MNT_DETACH);
+                done.push(format!("unmount {}: {e}; lazy unmount: {lazy:?}", path.display()));
+            }
+        }
+    }
+    for device in loop_devices().into_iter().filter(|l| l.backing_file.starts_with(&root)) {
+        let status = Command::new("losetup").arg("-d").arg(&device.device).stderr(Stdio::null()).status();
+        done.push(format!("detached {} ({}): {status:?}", device.device.display(), device.backing_file.display()));
+    }
+    done
+}
+
+/// Fails the test if a mount under the host's temp dir, or a loop device serving a file
+/// under it, is left. (The `Host`'s drop cleans up too, but only for hygiene.)
+#[track_caller]
+pub fn assert_no_leftovers(host: &Host) {
+    let left = node_leftovers(host.path());
+    assert!(
+        left.is_empty(),
+        "left behind under {}:\n  mounts: {:#?}\n  loop devices: {:#?}",
+        host.path().display(),
+        left.mounts,
+        left.loop_devices
+    );
 }

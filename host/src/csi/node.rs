@@ -58,14 +58,17 @@ impl NodeService {
         Ok(backend.call(secrets, (), move |g, s| g.call_node_device(s, &local, &vc, &pc)).await?)
     }
 
-    /// The backing file of a volume on this node, when its backend keeps it in a file
-    /// (so unstage can detach its loop device even if nothing is mounted any more).
-    async fn backing_file(&self, backend: &Backend, local: &str) -> Result<Option<PathBuf>, Status> {
+    /// The backing file of a volume on this node, when its backend keeps it in a file, so
+    /// unstage can detach its loop device even if nothing is mounted any more. Best effort:
+    /// unstage must work even when the volume is gone from its backend.
+    async fn backing_file(&self, backend: &Backend, local: &str) -> Option<PathBuf> {
         match self.device(backend, local, &HashMap::new(), &HashMap::new(), Secrets::default()).await {
-            Ok(Device::File(guest)) => Ok(Some(backend.grants().host_path(&guest).map_err(|e| Status::internal(e.to_string()))?)),
-            Ok(_) => Ok(None),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(status),
+            Ok(Device::File(guest)) => backend.grants().host_path(&guest).ok(),
+            Ok(_) => None,
+            Err(status) => {
+                tracing::warn!(backend = backend.name(), volume = local, "no backing file for unstage: {}", status.message());
+                None
+            }
         }
     }
 
@@ -73,8 +76,26 @@ impl NodeService {
     async fn stage(&self, backend: &Arc<Backend>, device: Device, staging: PathBuf, access: Access, guard: impl Send + 'static) -> Result<(), Status> {
         let (backend, by_id_root) = (backend.clone(), self.driver.node.by_id_root.clone());
         blocking(guard, move || {
-            let realised = volume::realise(&device, backend.grants(), &by_id_root)?;
-            volume::stage(&realised, &staging, &access, Instant::now() + TOOL_DEADLINE)
+            volume::stage_device(&device, backend.grants(), &by_id_root, &staging, &access, Instant::now() + TOOL_DEADLINE)
+        })
+        .await
+    }
+
+    /// Publishes the staged `device` of `backend` at `target`, checking what is staged is it.
+    async fn publish(
+        &self,
+        backend: &Arc<Backend>,
+        device: Device,
+        paths: (PathBuf, PathBuf),
+        access: Access,
+        readonly: bool,
+        guard: impl Send + 'static,
+    ) -> Result<(), Status> {
+        let (backend, by_id_root) = (backend.clone(), self.driver.node.by_id_root.clone());
+        blocking(guard, move || {
+            let (staging, target) = paths;
+            let number = volume::locate(&device, backend.grants(), &by_id_root)?;
+            volume::publish(&staging, &target, &access, readonly, number)
         })
         .await
     }
@@ -105,8 +126,8 @@ impl NodeService {
         let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), secrets(&req.secrets)).await?;
         let staging = self.driver.ephemeral_staging(&req.volume_id);
         tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
-        self.stage(backend, device, staging.clone(), access.clone(), ()).await?;
-        blocking(guard, move || volume::publish(&staging, &target, &access, req.readonly)).await
+        self.stage(backend, device.clone(), staging.clone(), access.clone(), ()).await?;
+        self.publish(backend, device, (staging, target), access, req.readonly, guard).await
     }
 
     /// NodeUnpublish of an ephemeral inline volume: unstage and delete it.
@@ -120,7 +141,7 @@ impl NodeService {
             }
         }
         let backing = match &owner {
-            Some((backend, local)) => self.backing_file(backend, local).await?,
+            Some((backend, local)) => self.backing_file(backend, local).await,
             None => None,
         };
         let unstaged = staging.clone();
@@ -239,7 +260,7 @@ impl Node for NodeService {
         let staging = path_arg("staging_target_path", &req.staging_target_path)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let backing = match self.driver.backends.route(&req.volume_id) {
-            Some((backend, local)) => self.backing_file(backend, local).await?,
+            Some((backend, local)) => self.backing_file(backend, local).await,
             None => None,
         };
         blocking(guard, move || volume::unstage(&staging, backing.as_deref())).await?;
@@ -263,11 +284,12 @@ impl Node for NodeService {
             return Ok(Response::new(csi::NodePublishVolumeResponse {}));
         }
         let staging = path_arg("staging_target_path", &req.staging_target_path)?;
-        let (backend, _) = self.route(&req.volume_id)?;
+        let (backend, local) = self.route(&req.volume_id)?;
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
         let readonly = req.readonly;
-        blocking(guard, move || volume::publish(&staging, &target, &access, readonly)).await?;
+        self.publish(backend, device, (staging, target), access, readonly, guard).await?;
         tracing::info!(volume = %req.volume_id, target = %req.target_path, readonly, "volume published");
         Ok(Response::new(csi::NodePublishVolumeResponse {}))
     }

@@ -137,7 +137,13 @@ pub fn probe(device: &Path, deadline: Instant) -> Result<Content, FsError> {
 
 /// Creates a `fs` filesystem on `device`, which must be blank.
 pub fn format(device: &Path, fs: FsType, deadline: Instant) -> Result<(), FsError> {
-    let found = match probe(device, deadline)? {
+    format_probed(device, fs, &probe(device, deadline)?, deadline)
+}
+
+/// [`format`] for a caller that has just probed the device itself (`content`), sparing a
+/// second `blkid` run; anything but [`Content::Blank`] is refused all the same.
+pub fn format_probed(device: &Path, fs: FsType, content: &Content, deadline: Instant) -> Result<(), FsError> {
+    let found = match content.clone() {
         Content::Blank => None,
         Content::Filesystem(t) => Some(format!("a {t} filesystem")),
         Content::Other(what) => Some(what),

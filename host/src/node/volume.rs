@@ -66,6 +66,8 @@ pub enum Access {
 pub struct Realised {
     pub path: PathBuf,
     pub number: DeviceNumber,
+    /// This call attached it (a loop device), so a failed stage must detach it again.
+    pub attached_now: bool,
 }
 
 /// Makes the device a backend names exist on this node: loop-attaches a file from the
@@ -74,16 +76,55 @@ pub struct Realised {
 pub fn realise(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Realised, NodeError> {
     match device {
         Device::File(guest) => {
-            let host_path = grants.host_path(guest).map_err(internal)?;
-            let file = grants
-                .open(guest, OFlag::O_RDWR | OFlag::O_NOFOLLOW, Mode::empty())
-                .map_err(|e| NodeError::NotFound(format!("backing file {guest}: {e}")))?;
+            let (file, host_path) = open_backing(guest, grants)?;
+            if let Some(device) = loopdev::find(file.as_fd(), &host_path).map_err(internal)? {
+                return Ok(Realised { path: device.path, number: device.device, attached_now: false });
+            }
             let device = loopdev::attach_fd(file.as_fd(), &host_path).map_err(internal)?;
-            Ok(Realised { path: device.path, number: device.device })
+            Ok(Realised { path: device.path, number: device.device, attached_now: true })
         }
         Device::Block(path) => block_device(Path::new(path)),
         Device::Serial(serial) => by_serial(by_id_root, serial),
     }
+}
+
+/// The device a backend names, if it is present on this node now (nothing is attached).
+pub fn locate(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Option<DeviceNumber>, NodeError> {
+    match device {
+        Device::File(guest) => {
+            let (file, host_path) = open_backing(guest, grants)?;
+            Ok(loopdev::find(file.as_fd(), &host_path).map_err(internal)?.map(|d| d.device))
+        }
+        Device::Block(path) => Ok(block_device(Path::new(path)).ok().map(|d| d.number)),
+        Device::Serial(serial) => Ok(by_serial(by_id_root, serial).ok().map(|d| d.number)),
+    }
+}
+
+fn open_backing(guest: &str, grants: &Grants) -> Result<(std::os::fd::OwnedFd, PathBuf), NodeError> {
+    let host_path = grants.host_path(guest).map_err(internal)?;
+    let file = grants
+        .open(guest, OFlag::O_RDWR | OFlag::O_NOFOLLOW, Mode::empty())
+        .map_err(|e| NodeError::NotFound(format!("backing file {guest}: {e}")))?;
+    Ok((file, host_path))
+}
+
+/// Stages `device` at `staging` (see [`stage`]); a loop device this call attached is
+/// detached again when the stage is refused or fails, so nothing leaks.
+pub fn stage_device(
+    device: &Device,
+    grants: &Grants,
+    by_id_root: &Path,
+    staging: &Path,
+    access: &Access,
+    deadline: Instant,
+) -> Result<(), NodeError> {
+    paths::check_parent(staging)?;
+    let realised = realise(device, grants, by_id_root)?;
+    let staged = stage(&realised, staging, access, deadline);
+    if staged.is_err() && realised.attached_now && !MountTable::read().map_err(internal)?.of_device(realised.number).any(|_| true) {
+        loopdev::detach(&realised.path).map_err(internal)?;
+    }
+    staged
 }
 
 fn block_device(path: &Path) -> Result<Realised, NodeError> {
@@ -91,7 +132,7 @@ fn block_device(path: &Path) -> Result<Realised, NodeError> {
     if !meta.file_type().is_block_device() {
         return Err(NodeError::FailedPrecondition(format!("{} is not a block device", path.display())));
     }
-    Ok(Realised { path: path.to_owned(), number: DeviceNumber::from_dev_t(meta.rdev()) })
+    Ok(Realised { path: path.to_owned(), number: DeviceNumber::from_dev_t(meta.rdev()), attached_now: false })
 }
 
 /// Finds the disk whose by-id name carries `serial` (as cloud disks appear, e.g.
@@ -110,9 +151,15 @@ fn by_serial(root: &Path, serial: &str) -> Result<Realised, NodeError> {
     Err(NodeError::NotFound(format!("no disk with serial {serial} under {}", root.display())))
 }
 
-/// The device node for a device number, through `/dev/block/M:m`.
+/// The device node for a device number, named by sysfs (`/sys/dev/block/M:m/uevent`), which
+/// exists even where no udev maintains `/dev/block`.
 fn device_path(number: DeviceNumber) -> Result<PathBuf, NodeError> {
-    std::fs::canonicalize(format!("/dev/block/{number}")).map_err(|e| internal(format!("find device {number}: {e}")))
+    let uevent = format!("/sys/dev/block/{number}/uevent");
+    let text = std::fs::read_to_string(&uevent).map_err(|e| internal(format!("find device {number}: {uevent}: {e}")))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("DEVNAME="))
+        .map(|name| Path::new("/dev").join(name))
+        .ok_or_else(|| internal(format!("find device {number}: {uevent} names no device")))
 }
 
 /// Stages `dev` at `staging`: for a filesystem, checks or formats it (never reformatting
@@ -121,16 +168,25 @@ pub fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant)
     let table = MountTable::read().map_err(internal)?;
     match access {
         Access::Mount { fs, options } => {
-            let options = MountOptions::parse(options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            let mut options = options.clone();
+            if *fs == FsType::Xfs {
+                // Restored and cloned xfs volumes share their source's UUID.
+                options.push("nouuid".into());
+            }
+            let options = MountOptions::parse(&options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
             if let Some(mounted) = table.at(staging).last() {
-                return if mounted.device == dev.number {
+                return if mounted.device == dev.number && mounted.fs_type == fs.as_str() {
                     Ok(())
                 } else {
-                    Err(NodeError::AlreadyExists(format!("{} already has another volume mounted", staging.display())))
+                    Err(NodeError::AlreadyExists(format!("{} is already staged with another volume or filesystem", staging.display())))
                 };
             }
-            match filesystem::probe(&dev.path, deadline).map_err(internal)? {
-                Content::Blank => filesystem::format(&dev.path, *fs, deadline).map_err(internal)?,
+            if table.is_mount_point(&staging.join(STAGED_DEVICE)) {
+                return Err(NodeError::AlreadyExists(format!("{} is already staged as a raw block volume", staging.display())));
+            }
+            let content = filesystem::probe(&dev.path, deadline).map_err(internal)?;
+            match &content {
+                Content::Blank => filesystem::format_probed(&dev.path, *fs, &content, deadline).map_err(internal)?,
                 Content::Filesystem(found) if found == fs.as_str() => {
                     filesystem::check(&dev.path, *fs, deadline).map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
                     grow_unmounted(&dev.path, *fs, deadline)?;
@@ -149,6 +205,9 @@ pub fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant)
             mount::mount(&dev.path, staging, fs.as_str(), &options).map_err(internal)
         }
         Access::Block => {
+            if table.is_mount_point(staging) {
+                return Err(NodeError::AlreadyExists(format!("{} is already staged as a filesystem", staging.display())));
+            }
             paths::create_target_dir(staging)?;
             let file = staging.join(STAGED_DEVICE);
             if table.is_mount_point(&file) {
@@ -187,11 +246,22 @@ fn bound_device(file: &Path) -> Result<Option<DeviceNumber>, NodeError> {
     }
 }
 
-/// Unmounts everything stacked at `path`; the device of the lowest mount, if any.
+/// Unmounts everything at `path` and beneath it (deepest first, stacked mounts too); the
+/// device of the lowest mount at `path`, if any.
 fn unmount_all(path: &Path) -> Result<Option<DeviceNumber>, NodeError> {
     let table = MountTable::read().map_err(internal)?;
     let device = table.at(path).next().map(|m| m.device);
-    while mount::unmount(path).map_err(internal)? == Unmounted::Done {}
+    let mut beneath: Vec<&Path> = table
+        .entries()
+        .iter()
+        .map(|m| m.mount_point.as_path())
+        .filter(|p| p.starts_with(path) && *p != path)
+        .collect();
+    beneath.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    beneath.dedup();
+    for inner in beneath.into_iter().chain([path]) {
+        while mount::unmount(inner).map_err(internal)? == Unmounted::Done {}
+    }
     Ok(device)
 }
 
@@ -223,15 +293,23 @@ pub fn unstage(staging: &Path, backing: Option<&Path>) -> Result<(), NodeError> 
 
 /// Publishes a staged volume at `target`: a bind of the staging mount, or of the staged
 /// device node onto a file. Publishing again with the same arguments is a no-op.
-pub fn publish(staging: &Path, target: &Path, access: &Access, readonly: bool) -> Result<(), NodeError> {
+/// `volume_device` is the volume's own device as [`locate`] found it: what is staged must be it.
+pub fn publish(
+    staging: &Path,
+    target: &Path,
+    access: &Access,
+    readonly: bool,
+    volume_device: Option<DeviceNumber>,
+) -> Result<(), NodeError> {
     let table = MountTable::read().map_err(internal)?;
+    let not_staged = || NodeError::FailedPrecondition(format!("the volume is not staged at {}", staging.display()));
     match access {
         Access::Mount { options, .. } => {
             let options = MountOptions::parse(options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-            let staged = table
-                .at(staging)
-                .last()
-                .ok_or_else(|| NodeError::FailedPrecondition(format!("volume is not staged at {}", staging.display())))?;
+            let staged = table.at(staging).last().ok_or_else(not_staged)?;
+            if Some(staged.device) != volume_device {
+                return Err(not_staged());
+            }
             if let Some(existing) = table.at(target).last() {
                 return if existing.device == staged.device && existing.read_only() == readonly {
                     Ok(())
@@ -243,13 +321,19 @@ pub fn publish(staging: &Path, target: &Path, access: &Access, readonly: bool) -
             mount::bind(staging, target, readonly, &options).map_err(internal)
         }
         Access::Block => {
+            if readonly {
+                // A read-only bind of a device node does not stop writes to the device.
+                return Err(NodeError::InvalidArgument("read-only publishing of raw block volumes is not supported".into()));
+            }
             let staged = staging.join(STAGED_DEVICE);
-            let number = bound_device(&staged)?
-                .ok_or_else(|| NodeError::FailedPrecondition(format!("volume is not staged at {}", staging.display())))?;
-            if table.is_mount_point(target) {
+            let number = bound_device(&staged)?.ok_or_else(not_staged)?;
+            if Some(number) != volume_device {
+                return Err(not_staged());
+            }
+            if let Some(existing) = table.at(target).last() {
                 return match bound_device(target)? {
-                    Some(existing) if existing == number => Ok(()),
-                    _ => Err(NodeError::AlreadyExists(format!("{} already holds another device", target.display()))),
+                    Some(bound) if bound == number && !existing.read_only() => Ok(()),
+                    _ => Err(NodeError::AlreadyExists(format!("{} is already published with other arguments", target.display()))),
                 };
             }
             paths::create_target_file(target)?;
@@ -269,14 +353,15 @@ pub fn unpublish(target: &Path) -> Result<(), NodeError> {
 /// device node bound onto it.
 fn device_at(path: &Path) -> Result<(Realised, Option<String>), NodeError> {
     if let Some(number) = bound_device(path)? {
-        return Ok((Realised { path: device_path(number)?, number }, None));
+        return Ok((Realised { path: device_path(number)?, number, attached_now: false }, None));
     }
     let table = MountTable::read().map_err(internal)?;
     let mounted = table
         .at(path)
         .last()
         .ok_or_else(|| NodeError::NotFound(format!("{} is not a published volume", path.display())))?;
-    Ok((Realised { path: device_path(mounted.device)?, number: mounted.device }, Some(mounted.fs_type.clone())))
+    let dev = Realised { path: device_path(mounted.device)?, number: mounted.device, attached_now: false };
+    Ok((dev, Some(mounted.fs_type.clone())))
 }
 
 /// Grows the volume at `volume_path` to its device's new size (refreshing a loop device's
