@@ -117,4 +117,7 @@ impl Guest for Hostile {
     }
 }
 
+// Only a component exports the interface: natively (where the workspace builds every
+// crate) the export names are not valid linker symbols for a cdylib.
+#[cfg(target_arch = "wasm32")]
 export!(Hostile);

@@ -95,7 +95,7 @@ impl NodeService {
         blocking(guard, move || {
             let (staging, target) = paths;
             let number = volume::locate(&device, backend.grants(), &by_id_root)?;
-            volume::publish(&staging, &target, &access, readonly, number)
+            volume::publish(&staging, &target, &access, readonly, number, || volume::read_only_view(&device, backend.grants()))
         })
         .await
     }

@@ -50,6 +50,7 @@ const SYS_BLOCK: &str = "/sys/block";
 
 const LO_NAME_SIZE: usize = 64;
 const LO_KEY_SIZE: usize = 32;
+const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 
@@ -141,8 +142,6 @@ pub enum LoopError {
     NotRegularFile { path: PathBuf },
     #[error("backing file {path} is not open for reading and writing")]
     NotWritable { path: PathBuf },
-    #[error("backing file {path} is already attached read-only at {device}")]
-    AttachedReadOnly { path: PathBuf, device: PathBuf },
     #[error("open {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
     #[error("lock {LOOP_CONTROL}: {0}")]
@@ -209,19 +208,26 @@ pub fn attach(backing: &Path) -> Result<LoopDevice, LoopError> {
 /// or returns the device it is already attached to. The file must be a regular file
 /// opened read-write; `name` is used for messages and recorded as the device's name.
 pub fn attach_fd(backing: impl AsFd, name: &Path) -> Result<LoopDevice, LoopError> {
-    let backing = backing.as_fd();
+    attach_as(backing.as_fd(), name, false)
+}
+
+/// Attaches a second, read-only device to a backing file (a read-only view for a raw block
+/// publish: a read-only bind of a device node does not stop writes), or returns the
+/// read-only device already attached to it. The writable device, if any, is untouched.
+pub fn attach_read_only(backing: impl AsFd, name: &Path) -> Result<LoopDevice, LoopError> {
+    attach_as(backing.as_fd(), name, true)
+}
+
+fn attach_as(backing: BorrowedFd<'_>, name: &Path, read_only: bool) -> Result<LoopDevice, LoopError> {
     let identity = FileIdentity::of(backing, name)?;
     let flags = fcntl(backing, FcntlArg::F_GETFL)
         .map_err(|source| LoopError::InspectBacking { path: name.to_owned(), source })?;
-    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+    if !read_only && OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE != OFlag::O_RDWR {
         return Err(LoopError::NotWritable { path: name.to_owned() });
     }
 
     let control = lock_control()?;
-    if let Some(existing) = find_identity(identity)? {
-        if existing.read_only {
-            return Err(LoopError::AttachedReadOnly { path: name.to_owned(), device: existing.path });
-        }
+    if let Some(existing) = find_identity(identity, read_only)? {
         if !existing.autoclear {
             return Ok(existing);
         }
@@ -238,13 +244,13 @@ pub fn attach_fd(backing: impl AsFd, name: &Path) -> Result<LoopDevice, LoopErro
             source: Errno::ERANGE,
         })?;
         let path = device_path(number);
-        // The device must be opened for writing, or the kernel makes it read-only.
+        // A writable device must be opened for writing, or the kernel makes it read-only.
         let device = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!read_only)
             .open(&path)
             .map_err(|source| LoopError::Open { path: path.clone(), source })?;
-        match configure(&device, backing, name) {
+        match configure(&device, backing, name, read_only) {
             Ok(()) => return read_device(number)?.ok_or(LoopError::NotAttached(path)),
             // Someone else configured it after it was handed to us as free.
             Err((_, Errno::EBUSY)) => continue,
@@ -254,9 +260,9 @@ pub fn attach_fd(backing: impl AsFd, name: &Path) -> Result<LoopDevice, LoopErro
     Err(LoopError::NoFreeDevice { path: name.to_owned() })
 }
 
-/// The device an open backing file is attached to (offset 0, whole file), if any.
+/// The writable device an open backing file is attached to (offset 0, whole file), if any.
 pub fn find(backing: impl AsFd, name: &Path) -> Result<Option<LoopDevice>, LoopError> {
-    find_identity(FileIdentity::of(backing.as_fd(), name)?)
+    find_identity(FileIdentity::of(backing.as_fd(), name)?, false)
 }
 
 /// The devices attached to the file at `path`, for when the file cannot be opened (it
@@ -362,8 +368,8 @@ fn lock_control() -> Result<Flock<File>, LoopError> {
     Flock::lock(control, FlockArg::LockExclusive).map_err(|(_, e)| LoopError::Lock(e))
 }
 
-fn find_identity(identity: FileIdentity) -> Result<Option<LoopDevice>, LoopError> {
-    for device in list()? {
+fn find_identity(identity: FileIdentity, read_only: bool) -> Result<Option<LoopDevice>, LoopError> {
+    for device in list()?.into_iter().filter(|d| d.read_only == read_only) {
         let Ok(file) = File::open(&device.path) else {
             continue; // detached meanwhile, or no node: it is not serving our file
         };
@@ -391,16 +397,18 @@ fn clear_autoclear(device: &Path) -> Result<(), LoopError> {
 }
 
 /// Binds `backing` to the free device `device`; on failure, which ioctl failed and how.
-fn configure(device: &File, backing: BorrowedFd<'_>, name: &Path) -> Result<(), (&'static str, Errno)> {
+fn configure(device: &File, backing: BorrowedFd<'_>, name: &Path, read_only: bool) -> Result<(), (&'static str, Errno)> {
+    let read_only_flag = if read_only { LO_FLAGS_READ_ONLY } else { 0 };
     let config = LoopConfig {
         fd: backing.as_raw_fd() as u32,
         block_size: 0,
-        info: LoopInfo64 { lo_flags: LO_FLAGS_DIRECT_IO, ..LoopInfo64::named(name) },
+        info: LoopInfo64 { lo_flags: LO_FLAGS_DIRECT_IO | read_only_flag, ..LoopInfo64::named(name) },
         reserved: [0; 8],
     };
     match unsafe { sys::loop_configure(device.as_raw_fd(), &config) } {
         Ok(_) => Ok(()),
-        // Kernels before 5.8 do not know LOOP_CONFIGURE.
+        // Kernels before 5.8 do not know LOOP_CONFIGURE; LOOP_SET_FD takes the mode of the
+        // device's own descriptor (opened read-only for a read-only device).
         Err(Errno::ENOTTY | Errno::EINVAL) => configure_legacy(device, backing, name),
         Err(e) => Err(("LOOP_CONFIGURE", e)),
     }

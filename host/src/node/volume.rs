@@ -293,13 +293,16 @@ pub fn unstage(staging: &Path, backing: Option<&Path>) -> Result<(), NodeError> 
 
 /// Publishes a staged volume at `target`: a bind of the staging mount, or of the staged
 /// device node onto a file. Publishing again with the same arguments is a no-op.
-/// `volume_device` is the volume's own device as [`locate`] found it: what is staged must be it.
+/// `volume_device` is the volume's own device as [`locate`] found it: what is staged must be
+/// it. A read-only raw block publish binds a read-only loop device of the same file
+/// (`read_only_view`), since a read-only bind of a device node does not stop writes.
 pub fn publish(
     staging: &Path,
     target: &Path,
     access: &Access,
     readonly: bool,
     volume_device: Option<DeviceNumber>,
+    read_only_view: impl FnOnce() -> Result<Realised, NodeError>,
 ) -> Result<(), NodeError> {
     let table = MountTable::read().map_err(internal)?;
     let not_staged = || NodeError::FailedPrecondition(format!("the volume is not staged at {}", staging.display()));
@@ -321,32 +324,50 @@ pub fn publish(
             mount::bind(staging, target, readonly, &options).map_err(internal)
         }
         Access::Block => {
-            if readonly {
-                // A read-only bind of a device node does not stop writes to the device.
-                return Err(NodeError::InvalidArgument("read-only publishing of raw block volumes is not supported".into()));
-            }
             let staged = staging.join(STAGED_DEVICE);
             let number = bound_device(&staged)?.ok_or_else(not_staged)?;
             if Some(number) != volume_device {
                 return Err(not_staged());
             }
+            let device = if readonly { read_only_view()? } else { Realised { path: device_path(number)?, number, attached_now: false } };
             if let Some(existing) = table.at(target).last() {
                 return match bound_device(target)? {
-                    Some(bound) if bound == number && !existing.read_only() => Ok(()),
+                    Some(bound) if bound == device.number && existing.read_only() == readonly => Ok(()),
                     _ => Err(NodeError::AlreadyExists(format!("{} is already published with other arguments", target.display()))),
                 };
             }
             paths::create_target_file(target)?;
-            mount::bind_device(&device_path(number)?, target, readonly).map_err(internal)
+            mount::bind_device(&device.path, target, readonly).map_err(internal)
         }
     }
 }
 
-/// Undoes [`publish`]: unmounts and removes the target; a target already gone is fine.
+/// Undoes [`publish`]: unmounts and removes the target (a target already gone is fine),
+/// and detaches a read-only view no other target binds any more.
 pub fn unpublish(target: &Path) -> Result<(), NodeError> {
+    let bound = bound_device(target)?;
     unmount_all(target)?;
     paths::remove_target(target)?;
+    let Some(number) = bound.filter(|n| n.major == LOOP_MAJOR) else { return Ok(()) };
+    let view = loopdev::list().map_err(internal)?.into_iter().find(|d| d.device == number && d.read_only);
+    if let Some(view) = view {
+        // A bind of a device node shows in mountinfo as devtmpfs with the node as its root.
+        let node = Path::new("/").join(view.path.file_name().unwrap_or_default());
+        if !MountTable::read().map_err(internal)?.entries().iter().any(|m| m.root == node) {
+            loopdev::detach(&view.path).map_err(internal)?;
+        }
+    }
     Ok(())
+}
+
+/// The read-only loop device of a file the backend names (raw block read-only publish).
+pub fn read_only_view(device: &Device, grants: &Grants) -> Result<Realised, NodeError> {
+    let Device::File(guest) = device else {
+        return Err(NodeError::InvalidArgument("read-only raw block publishing needs a file-backed volume".into()));
+    };
+    let (file, host_path) = open_backing(guest, grants)?;
+    let view = loopdev::attach_read_only(file.as_fd(), &host_path).map_err(internal)?;
+    Ok(Realised { path: view.path, number: view.device, attached_now: true })
 }
 
 /// The device behind a published or staged path: the filesystem mounted there, or the
