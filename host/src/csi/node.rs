@@ -304,7 +304,7 @@ impl Node for NodeService {
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         blocking((), move || volume::unpublish(&target)).await?;
         let ephemeral = self.driver.ephemeral_staging(&req.volume_id);
-        if ephemeral.exists() {
+        if tokio::fs::try_exists(&ephemeral).await.unwrap_or(false) {
             self.remove_ephemeral(&req.volume_id, ephemeral).await?;
         }
         drop(guard);
@@ -320,9 +320,6 @@ impl Node for NodeService {
         let req = inbound("NodeGetVolumeStats", request);
         validate::required("volume_id", &req.volume_id)?;
         let path = path_arg("volume_path", &req.volume_path)?;
-        if !path.exists() {
-            return Err(Status::not_found(format!("{} does not exist", req.volume_path)));
-        }
         let (usage, condition) = blocking((), move || volume::usage(&path)).await?;
         let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let entry = |unit: Unit, total: u64, available: u64, used: u64| csi::VolumeUsage {
@@ -357,9 +354,6 @@ impl Node for NodeService {
             convert::capability(cap)?;
         }
         self.route(&req.volume_id)?;
-        if !path.exists() {
-            return Err(Status::not_found(format!("{} does not exist", req.volume_path)));
-        }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let bytes = blocking(guard, move || volume::expand(&path, Instant::now() + TOOL_DEADLINE)).await?;
         if bytes < required {

@@ -373,14 +373,14 @@ pub fn read_only_view(device: &Device, grants: &Grants) -> Result<Realised, Node
 /// The device behind a published or staged path: the filesystem mounted there, or the
 /// device node bound onto it.
 fn device_at(path: &Path) -> Result<(Realised, Option<String>), NodeError> {
-    if let Some(number) = bound_device(path)? {
-        return Ok((Realised { path: device_path(number)?, number, attached_now: false }, None));
-    }
     let table = MountTable::read().map_err(internal)?;
     let mounted = table
         .at(path)
         .last()
         .ok_or_else(|| NodeError::NotFound(format!("{} is not a published volume", path.display())))?;
+    if let Some(number) = bound_device(path)? {
+        return Ok((Realised { path: device_path(number)?, number, attached_now: false }, None));
+    }
     let dev = Realised { path: device_path(mounted.device)?, number: mounted.device, attached_now: false };
     Ok((dev, Some(mounted.fs_type.clone())))
 }
