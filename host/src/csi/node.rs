@@ -131,7 +131,7 @@ impl NodeService {
     }
 
     /// NodeUnpublish of an ephemeral inline volume: unstage and delete it.
-    async fn remove_ephemeral(&self, volume_id: &str, staging: PathBuf) -> Result<(), Status> {
+    async fn remove_ephemeral(&self, volume_id: &str, staging: PathBuf, guard: impl Send + 'static) -> Result<(), Status> {
         let mut owner = None;
         for backend in self.driver.backends.iter() {
             let name = volume_id.to_owned();
@@ -145,7 +145,7 @@ impl NodeService {
             None => None,
         };
         let unstaged = staging.clone();
-        blocking((), move || {
+        blocking(guard, move || {
             volume::unstage(&unstaged, backing.as_deref())?;
             paths::remove_target(&unstaged)?;
             Ok(())
@@ -301,13 +301,13 @@ impl Node for NodeService {
         let req = inbound("NodeUnpublishVolume", request);
         validate::required("volume_id", &req.volume_id)?;
         let target = path_arg("target_path", &req.target_path)?;
-        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        blocking((), move || volume::unpublish(&target)).await?;
+        // Shared by each blocking step, so the lock lasts until the last one really ends.
+        let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
+        blocking(guard.clone(), move || volume::unpublish(&target)).await?;
         let ephemeral = self.driver.ephemeral_staging(&req.volume_id);
         if tokio::fs::try_exists(&ephemeral).await.unwrap_or(false) {
-            self.remove_ephemeral(&req.volume_id, ephemeral).await?;
+            self.remove_ephemeral(&req.volume_id, ephemeral, guard).await?;
         }
-        drop(guard);
         tracing::info!(volume = %req.volume_id, target = %req.target_path, "volume unpublished");
         Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
     }
