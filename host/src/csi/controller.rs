@@ -192,9 +192,12 @@ impl Controller for ControllerService {
         let content_source = req.volume_content_source.as_ref().map(|s| self.route_content_source(backend, s)).transpose()?;
         self.check_placement(backend, req.accessibility_requirements.as_ref())?;
 
+        // The source must not be deleted while it is copied.
         let mut keys = vec![format!("volume-name:{}", req.name)];
-        if let Some(ContentSource::Volume(local)) = &content_source {
-            keys.push(format!("volume:{}:{local}", backend.name()));
+        match &content_source {
+            Some(ContentSource::Volume(local)) => keys.push(format!("volume:{}:{local}", backend.name())),
+            Some(ContentSource::Snapshot(local)) => keys.push(format!("snapshot:{}:{local}", backend.name())),
+            None => {}
         }
         let guard = self.driver.locks.try_lock(keys)?;
         self.ensure_name_unused(backend, "volume", &req.name, |g, s, name| {

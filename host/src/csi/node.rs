@@ -112,7 +112,12 @@ impl NodeService {
             return Err(Status::invalid_argument(why));
         }
         let access = access(cap, backend)?;
-        let guard = self.driver.locks.try_lock(vec![format!("volume-name:{}", req.volume_id)])?;
+        // The same key NodeUnpublish takes, shared by each step so it lasts until the last ends.
+        let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
+        // The staging directory marks the volume as ephemeral before it exists, so an
+        // unpublish after a failed publish still finds and removes whatever was made.
+        let staging = self.driver.ephemeral_staging(&req.volume_id);
+        tokio::fs::create_dir_all(&staging).await.map_err(|e| Status::internal(format!("create {}: {e}", staging.display())))?;
         let request = CreateVolumeRequest {
             name: req.volume_id.clone(),
             capacity: crate::runtime::CapacityRange { required_bytes: size, limit_bytes: 0 },
@@ -122,11 +127,10 @@ impl NodeService {
             content_source: None,
             accessibility: None,
         };
-        let created = backend.call(secrets(&req.secrets), (), move |g, s| g.call_create_volume(s, &request)).await?;
+        let created = backend.call(secrets(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request)).await?;
         let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), secrets(&req.secrets)).await?;
-        let staging = self.driver.ephemeral_staging(&req.volume_id);
         tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
-        self.stage(backend, device.clone(), staging.clone(), access.clone(), ()).await?;
+        self.stage(backend, device.clone(), staging.clone(), access.clone(), guard.clone()).await?;
         self.publish(backend, device, (staging, target), access, req.readonly, guard).await
     }
 
