@@ -922,11 +922,16 @@ async fn node_required_fields_are_invalid_argument() {
         ("no volume_id", csi::NodePublishVolumeRequest { volume_id: String::new(), ..good_publish.clone() }),
         ("no target path", csi::NodePublishVolumeRequest { target_path: String::new(), ..good_publish.clone() }),
         ("a relative target path", csi::NodePublishVolumeRequest { target_path: "relative/target".into(), ..good_publish.clone() }),
-        ("no staging path", csi::NodePublishVolumeRequest { staging_target_path: String::new(), ..good_publish.clone() }),
         ("no capability", csi::NodePublishVolumeRequest { volume_capability: None, ..good_publish.clone() }),
     ] {
         expect_code(n.node_publish_volume(request).await, invalid, &format!("NodePublishVolume with {what}"));
     }
+    // With STAGE_UNSTAGE_VOLUME advertised, the spec makes a missing staging path FAILED_PRECONDITION.
+    expect_code(
+        n.node_publish_volume(csi::NodePublishVolumeRequest { staging_target_path: String::new(), ..good_publish.clone() }).await,
+        tonic::Code::FailedPrecondition,
+        "NodePublishVolume with no staging path",
+    );
     // NodeUnpublishVolume
     expect_code(n.node_unpublish_volume(unpublish_req("", &target)).await, invalid, "NodeUnpublishVolume without volume_id");
     expect_code(
@@ -958,6 +963,13 @@ async fn node_required_fields_are_invalid_argument() {
     std::fs::create_dir(&plain).unwrap();
     expect_code(n.node_get_volume_stats(stats_req(&id, &plain)).await, Code::NotFound, "NodeGetVolumeStats of a plain directory");
     expect_code(n.node_get_volume_stats(stats_req(&id, &host.node_path("missing"))).await, Code::NotFound, "NodeGetVolumeStats of a missing path");
+    // As a conformance suite probes: a relative path, and an unknown volume, name no published volume.
+    let relative = csi::NodeGetVolumeStatsRequest { volume_id: id.clone(), volume_path: "some/path".into(), ..Default::default() };
+    expect_code(n.node_get_volume_stats(relative).await, Code::NotFound, "NodeGetVolumeStats of a relative path");
+    let unknown = csi::NodeGetVolumeStatsRequest { volume_id: "fake-vol-id".into(), volume_path: "some/path".into(), ..Default::default() };
+    expect_code(n.node_get_volume_stats(unknown).await, Code::NotFound, "NodeGetVolumeStats of an unknown volume");
+    let unknown = csi::NodeExpandVolumeRequest { volume_id: "fake-vol-id".into(), volume_path: "some/path".into(), ..Default::default() };
+    expect_code(n.node_expand_volume(unknown).await, Code::NotFound, "NodeExpandVolume of an unknown volume");
     for unknown in [UNKNOWN_VOLUME, "nosuchbackend:v-1"] {
         let request = csi::NodeStageVolumeRequest { volume_id: unknown.into(), ..good_stage.clone() };
         expect_code(n.node_stage_volume(request).await, Code::NotFound, &format!("NodeStageVolume of unknown volume {unknown}"));

@@ -390,7 +390,6 @@ impl Controller for ControllerService {
             (Rpc::GetCapacity, b.any(Features::GET_CAPACITY)),
             (Rpc::CreateDeleteSnapshot, b.any(Features::SNAPSHOTS)),
             (Rpc::ListSnapshots, b.any(Features::LIST_SNAPSHOTS)),
-            (Rpc::GetSnapshot, b.any(Features::LIST_SNAPSHOTS)),
             (Rpc::CloneVolume, b.any(Features::CLONE_VOLUMES)),
             (Rpc::PublishReadonly, b.any(Features::PUBLISH_READONLY)),
             (Rpc::ExpandVolume, b.any(Features::EXPAND_VOLUMES)),
@@ -564,11 +563,11 @@ impl Controller for ControllerService {
         let req = inbound("ControllerModifyVolume", request);
         self.declared(Features::MODIFY_VOLUME, "ControllerModifyVolume")?;
         validate::required("volume_id", &req.volume_id)?;
+        let (backend, local) = self.route_volume(&req.volume_id)?;
         if req.mutable_parameters.is_empty() {
             return Err(Status::invalid_argument("mutable_parameters is required"));
         }
         validate::map("mutable_parameters", &req.mutable_parameters)?;
-        let (backend, local) = self.route_volume(&req.volume_id)?;
         if !backend.info.features.contains(Features::MODIFY_VOLUME) {
             return Err(Status::invalid_argument(format!("backend {} cannot modify volumes", backend.name())));
         }

@@ -50,7 +50,8 @@ impl Identity for IdentityService {
         if self.serves_controller {
             types.push(service(service::Type::ControllerService));
         }
-        if backends.any(Features::NODE_LOCAL) || backends.iter().any(|b| !b.info.topology_keys.is_empty()) {
+        // NodeGetInfo reports the node segment of node-local backends; the two must agree.
+        if backends.any(Features::NODE_LOCAL) {
             types.push(service(service::Type::VolumeAccessibilityConstraints));
         }
         let expansion = if backends.any(Features::EXPAND_VOLUMES | Features::EXPAND_ONLINE) {

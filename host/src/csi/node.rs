@@ -38,6 +38,18 @@ impl NodeService {
         NodeService { driver }
     }
 
+    /// NOT_FOUND unless the id names a volume of a loaded backend or an ephemeral volume of
+    /// this node (whose ids the kubelet makes up, without an instance prefix).
+    async fn known(&self, volume_id: &str) -> Result<(), Status> {
+        if self.driver.backends.route(volume_id).is_some()
+            || tokio::fs::try_exists(self.driver.ephemeral_staging(volume_id)).await.unwrap_or(false)
+        {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("volume {volume_id} does not exist")))
+        }
+    }
+
     fn route<'a>(&self, volume_id: &'a str) -> Result<(&Arc<Backend>, &'a str), Status> {
         self.driver
             .backends
@@ -109,7 +121,7 @@ impl NodeService {
         let size = attributes.remove(EPHEMERAL_SIZE).map(|s| parse_size(&s)).transpose()?.unwrap_or(0);
         let (backend, parameters) = self.driver.backends.select(&attributes)?;
         if let Some(why) = convert::unsupported(backend, &capability) {
-            return Err(Status::invalid_argument(why));
+            return Err(Status::failed_precondition(why));
         }
         let access = access(cap, backend)?;
         // The same key NodeUnpublish takes, shared by each step so it lasts until the last ends.
@@ -206,7 +218,7 @@ fn access(cap: &csi::VolumeCapability, backend: &Backend) -> Result<Access, Stat
         AccessType::Block => Access::Block,
         AccessType::Mount(m) => {
             let fs_type = if m.fs_type.is_empty() { backend.info.default_fs_type.clone() } else { m.fs_type };
-            let fs: FsType = fs_type.parse().map_err(|_| Status::invalid_argument(format!("filesystem {fs_type:?} is not supported")))?;
+            let fs: FsType = fs_type.parse().map_err(|_| Status::failed_precondition(format!("filesystem {fs_type:?} is not supported")))?;
             Access::Mount { fs, options: m.mount_flags }
         }
     })
@@ -245,7 +257,7 @@ impl Node for NodeService {
         let capability = convert::capability(cap)?;
         let (backend, local) = self.route(&req.volume_id)?;
         if let Some(why) = convert::unsupported(backend, &capability) {
-            return Err(Status::invalid_argument(why));
+            return Err(Status::failed_precondition(why));
         }
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
@@ -282,13 +294,19 @@ impl Node for NodeService {
         let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
         validate::map("publish_context", &req.publish_context)?;
-        convert::capability(cap)?;
+        let capability = convert::capability(cap)?;
         if req.volume_context.get(EPHEMERAL).map(String::as_str) == Some("true") {
             self.publish_ephemeral(req, target).await?;
             return Ok(Response::new(csi::NodePublishVolumeResponse {}));
         }
+        if req.staging_target_path.is_empty() {
+            return Err(Status::failed_precondition("staging_target_path is required: this plugin stages volumes first"));
+        }
         let staging = path_arg("staging_target_path", &req.staging_target_path)?;
         let (backend, local) = self.route(&req.volume_id)?;
+        if let Some(why) = convert::unsupported(backend, &capability) {
+            return Err(Status::failed_precondition(why));
+        }
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
@@ -323,7 +341,12 @@ impl Node for NodeService {
         use csi::volume_usage::Unit;
         let req = inbound("NodeGetVolumeStats", request);
         validate::required("volume_id", &req.volume_id)?;
-        let path = path_arg("volume_path", &req.volume_path)?;
+        if req.volume_path.is_empty() {
+            return Err(Status::invalid_argument("volume_path is required"));
+        }
+        self.known(&req.volume_id).await?;
+        // A path that cannot be a published volume names none: NOT_FOUND, as the spec says.
+        let path = path_arg("volume_path", &req.volume_path).map_err(|e| Status::not_found(e.message().to_owned()))?;
         let (usage, condition) = blocking((), move || volume::usage(&path)).await?;
         let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let entry = |unit: Unit, total: u64, available: u64, used: u64| csi::VolumeUsage {
@@ -352,12 +375,12 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let req = inbound("NodeExpandVolume", request);
         validate::required("volume_id", &req.volume_id)?;
+        self.known(&req.volume_id).await?;
         let path = path_arg("volume_path", &req.volume_path)?;
         let required = convert::capacity_range(req.capacity_range.as_ref())?.required_bytes;
         if let Some(cap) = &req.volume_capability {
             convert::capability(cap)?;
         }
-        self.route(&req.volume_id)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let bytes = blocking(guard, move || volume::expand(&path, Instant::now() + TOOL_DEADLINE)).await?;
         if bytes < required {
