@@ -120,9 +120,6 @@ impl NodeService {
         let mut attributes = req.volume_context.clone();
         let size = attributes.remove(EPHEMERAL_SIZE).map(|s| parse_size(&s)).transpose()?.unwrap_or(0);
         let (backend, parameters) = self.driver.backends.select(&attributes)?;
-        if let Some(why) = convert::unsupported(backend, &capability) {
-            return Err(Status::failed_precondition(why));
-        }
         let access = access(cap, backend)?;
         // The same key NodeUnpublish takes, shared by each step so it lasts until the last ends.
         let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
@@ -212,9 +209,14 @@ fn path_arg(field: &str, value: &str) -> Result<PathBuf, Status> {
     paths::check_path(value).map(Path::to_path_buf).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-/// How the workload consumes the volume, with the filesystem defaulted by the backend.
+/// How the workload consumes the volume, with the filesystem defaulted by the backend;
+/// FAILED_PRECONDITION when the backend cannot serve the capability ("exceeds capabilities").
 fn access(cap: &csi::VolumeCapability, backend: &Backend) -> Result<Access, Status> {
-    Ok(match convert::capability(cap)?.access_type {
+    let capability = convert::capability(cap)?;
+    if let Some(why) = convert::unsupported(backend, &capability) {
+        return Err(Status::failed_precondition(why));
+    }
+    Ok(match capability.access_type {
         AccessType::Block => Access::Block,
         AccessType::Mount(m) => {
             let fs_type = if m.fs_type.is_empty() { backend.info.default_fs_type.clone() } else { m.fs_type };
@@ -254,11 +256,8 @@ impl Node for NodeService {
         let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
         validate::map("publish_context", &req.publish_context)?;
-        let capability = convert::capability(cap)?;
+        convert::capability(cap)?;
         let (backend, local) = self.route(&req.volume_id)?;
-        if let Some(why) = convert::unsupported(backend, &capability) {
-            return Err(Status::failed_precondition(why));
-        }
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
@@ -294,7 +293,7 @@ impl Node for NodeService {
         let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
         validate::map("publish_context", &req.publish_context)?;
-        let capability = convert::capability(cap)?;
+        convert::capability(cap)?;
         if req.volume_context.get(EPHEMERAL).map(String::as_str) == Some("true") {
             self.publish_ephemeral(req, target).await?;
             return Ok(Response::new(csi::NodePublishVolumeResponse {}));
@@ -304,9 +303,6 @@ impl Node for NodeService {
         }
         let staging = path_arg("staging_target_path", &req.staging_target_path)?;
         let (backend, local) = self.route(&req.volume_id)?;
-        if let Some(why) = convert::unsupported(backend, &capability) {
-            return Err(Status::failed_precondition(why));
-        }
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
