@@ -46,7 +46,11 @@ pub fn capabilities(field: &str, caps: &[csi::VolumeCapability]) -> Result<Vec<r
 
 /// Why `backend` cannot serve `cap`, if it cannot.
 pub fn unsupported(backend: &Backend, cap: &rt::VolumeCapability) -> Option<String> {
-    if !backend.info.access_modes.contains(&cap.access_mode) {
+    let modes = &backend.info.access_modes;
+    // The spec: a plugin with either single-node multi-writer mode must accept SINGLE_NODE_WRITER.
+    let single_node_writer = cap.access_mode == AccessMode::SingleNodeWriter
+        && (modes.contains(&AccessMode::SingleNodeSingleWriter) || modes.contains(&AccessMode::SingleNodeMultiWriter));
+    if !modes.contains(&cap.access_mode) && !single_node_writer {
         return Some(format!("backend {} does not support access mode {:?}", backend.name(), cap.access_mode));
     }
     match &cap.access_type {
