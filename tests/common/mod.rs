@@ -571,31 +571,10 @@ pub fn set<T: Ord, I: IntoIterator<Item = T>>(items: I) -> BTreeSet<T> {
 
 // ---- node: privilege gate, mount table, loop devices, leftovers ----
 
-/// Set in CI: a test that cannot run for lack of root or a tool fails instead of skipping.
-pub const REQUIRE_PRIVILEGED_ENV: &str = "WASMCSI_REQUIRE_PRIVILEGED_TESTS";
-
-fn cannot_run(test: &str, why: &str) -> bool {
-    if std::env::var_os(REQUIRE_PRIVILEGED_ENV).is_some() {
-        panic!("{test} could not run: {why}, and {REQUIRE_PRIVILEGED_ENV} is set");
-    }
-    eprintln!("SKIPPED {test}: {why} (set {REQUIRE_PRIVILEGED_ENV} to make this a failure)");
-    false
-}
-
-/// Whether a test that needs root (loop devices, mounts) may run here; fails the test
-/// instead of skipping it when `WASMCSI_REQUIRE_PRIVILEGED_TESTS` is set.
-pub fn privileged(test: &str) -> bool {
-    nix::unistd::geteuid().is_root() || cannot_run(test, "it needs root")
-}
-
-/// [`privileged`], and `tool` (e.g. `mkfs.xfs`) is installed.
-pub fn privileged_with(test: &str, tool: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    let installed = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| Path::new(dir).join(tool).exists());
-    installed || cannot_run(test, &format!("{tool} is not installed"))
-}
+#[path = "../../host/src/node/test_gate.rs"]
+mod test_gate;
+#[allow(unused_imports)] // each test crate uses a part of this module
+pub use test_gate::{privileged, privileged_with};
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]

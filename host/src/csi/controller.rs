@@ -132,10 +132,6 @@ impl ControllerService {
 /// Looks a name up in one backend, answering the backend-local id it names.
 type FindByName = fn(&Guest, &mut Store<CallState>, &str) -> wasmtime::Result<Result<Option<String>, BackendError>>;
 
-fn secrets(map: &std::collections::HashMap<String, String>) -> Secrets {
-    Secrets(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-}
-
 /// One backend's page: its entries and its next token.
 type PageFuture<T> = Pin<Box<dyn Future<Output = Result<(Vec<T>, String), Status>> + Send>>;
 
@@ -216,7 +212,7 @@ impl Controller for ControllerService {
                 preferred: t.preferred.iter().map(|s| convert::pairs(&s.segments)).collect(),
             }),
         };
-        let volume = backend.call(secrets(&req.secrets), guard, move |g, s| g.call_create_volume(s, &wit_request)).await?;
+        let volume = backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_create_volume(s, &wit_request)).await?;
         let mut volume = convert::volume(backend, &volume, self.driver.node_topology(backend).as_deref())?;
         if volume.content_source.is_none() {
             volume.content_source = req.volume_content_source.clone();
@@ -234,7 +230,7 @@ impl Controller for ControllerService {
         };
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let local = local.to_owned();
-        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_delete_volume(s, &local)).await?;
+        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_delete_volume(s, &local)).await?;
         tracing::info!(backend = backend.name(), volume_id = %req.volume_id, "volume deleted");
         Ok(Response::new(csi::DeleteVolumeResponse {}))
     }
@@ -265,7 +261,7 @@ impl Controller for ControllerService {
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, node, readonly, context) = (local.to_owned(), req.node_id.clone(), req.readonly, convert::pairs(&req.volume_context));
         let publish_context = backend
-            .call(secrets(&req.secrets), guard, move |g, s| g.call_controller_publish(s, &local, &node, &capability, readonly, &context))
+            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_controller_publish(s, &local, &node, &capability, readonly, &context))
             .await?;
         Ok(Response::new(csi::ControllerPublishVolumeResponse { publish_context: publish_context.into_iter().collect() }))
     }
@@ -286,7 +282,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, node) = (local.to_owned(), req.node_id.clone());
-        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_controller_unpublish(s, &local, &node)).await?;
+        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_controller_unpublish(s, &local, &node)).await?;
         Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}))
     }
 
@@ -424,7 +420,7 @@ impl Controller for ControllerService {
         .await?;
         let (local, name, parameters) = (local.to_owned(), req.name.clone(), convert::pairs(&req.parameters));
         let snapshot = backend
-            .call(secrets(&req.secrets), guard, move |g, s| g.call_create_snapshot(s, &local, &name, &parameters))
+            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_create_snapshot(s, &local, &name, &parameters))
             .await?;
         let snapshot = convert::snapshot(backend, &snapshot)?;
         tracing::info!(backend = backend.name(), name = %req.name, snapshot_id = %snapshot.snapshot_id, "snapshot created");
@@ -443,7 +439,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("snapshot:{}", req.snapshot_id)])?;
         let local = local.to_owned();
-        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_delete_snapshot(s, &local)).await?;
+        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_delete_snapshot(s, &local)).await?;
         tracing::info!(backend = backend.name(), snapshot_id = %req.snapshot_id, "snapshot deleted");
         Ok(Response::new(csi::DeleteSnapshotResponse {}))
     }
@@ -473,7 +469,7 @@ impl Controller for ControllerService {
         if listers.is_empty() {
             return Ok(Response::new(csi::ListSnapshotsResponse::default()));
         }
-        let secrets = secrets(&req.secrets);
+        let secrets = Secrets::from(&req.secrets);
         let (entries, next_token) = paginate(&listers, max, &req.starting_token, |backend, room, token| {
             let (secrets, sf, vf) = (secrets.clone(), snapshot_filter.clone(), volume_filter.clone());
             let source_filter = req.source_volume_id.clone();
@@ -504,7 +500,7 @@ impl Controller for ControllerService {
         }
         let local = local.to_owned();
         let page = backend
-            .call(secrets(&req.secrets), (), move |g, s| g.call_list_snapshots(s, &local, "", 1, ""))
+            .call(Secrets::from(&req.secrets), (), move |g, s| g.call_list_snapshots(s, &local, "", 1, ""))
             .await?;
         let snapshot = page.entries.first().ok_or_else(not_found)?;
         Ok(Response::new(csi::GetSnapshotResponse { snapshot: Some(convert::snapshot(backend, snapshot)?) }))
@@ -528,7 +524,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let local = local.to_owned();
-        let expansion = backend.call(secrets(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
+        let expansion = backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
         tracing::info!(backend = backend.name(), volume_id = %req.volume_id, bytes = expansion.capacity_bytes, "volume expanded");
         Ok(Response::new(csi::ControllerExpandVolumeResponse {
             capacity_bytes: i64::try_from(expansion.capacity_bytes).unwrap_or(i64::MAX),
@@ -573,7 +569,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, parameters) = (local.to_owned(), convert::pairs(&req.mutable_parameters));
-        backend.call(secrets(&req.secrets), guard, move |g, s| g.call_modify_volume(s, &local, &parameters)).await?;
+        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_modify_volume(s, &local, &parameters)).await?;
         Ok(Response::new(csi::ControllerModifyVolumeResponse {}))
     }
 }

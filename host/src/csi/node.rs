@@ -136,8 +136,8 @@ impl NodeService {
             content_source: None,
             accessibility: None,
         };
-        let created = backend.call(secrets(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request)).await?;
-        let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), secrets(&req.secrets)).await?;
+        let created = backend.call(Secrets::from(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request)).await?;
+        let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), Secrets::from(&req.secrets)).await?;
         tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
         self.stage(backend, device.clone(), staging.clone(), access.clone(), guard.clone()).await?;
         self.publish(backend, device, (staging, target), access, req.readonly, guard).await
@@ -170,10 +170,6 @@ impl NodeService {
         }
         Ok(())
     }
-}
-
-fn secrets(map: &HashMap<String, String>) -> Secrets {
-    Secrets(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 /// Runs node work on a blocking thread, holding `guard` until it is done.
@@ -260,7 +256,7 @@ impl Node for NodeService {
         let (backend, local) = self.route(&req.volume_id)?;
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
+        let device = self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
         self.stage(backend, device, staging, access, guard).await?;
         tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume staged");
         Ok(Response::new(csi::NodeStageVolumeResponse {}))
@@ -305,7 +301,7 @@ impl Node for NodeService {
         let (backend, local) = self.route(&req.volume_id)?;
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        let device = self.device(backend, local, &req.volume_context, &req.publish_context, secrets(&req.secrets)).await?;
+        let device = self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
         let readonly = req.readonly;
         self.publish(backend, device, (staging, target), access, readonly, guard).await?;
         tracing::info!(volume = %req.volume_id, target = %req.target_path, readonly, "volume published");

@@ -10,30 +10,9 @@ use std::path::{Path, PathBuf};
 
 use super::{loopdev, mount};
 
-/// Set in CI: a test that cannot run for lack of root or a tool fails instead of skipping.
-pub const REQUIRE_ENV: &str = "WASMCSI_REQUIRE_PRIVILEGED_TESTS";
-
-fn cannot_run(test: &str, why: &str) -> bool {
-    if std::env::var_os(REQUIRE_ENV).is_some() {
-        panic!("{test} could not run: {why}, and {REQUIRE_ENV} is set");
-    }
-    eprintln!("SKIPPED {test}: {why} (set {REQUIRE_ENV} to make this a failure)");
-    false
-}
-
-/// Whether a test needing root may run here.
-pub fn privileged(test: &str) -> bool {
-    nix::unistd::geteuid().is_root() || cannot_run(test, "it needs root")
-}
-
-/// Whether a privileged test needing `tool` may run here.
-pub fn privileged_with(test: &str, tool: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    let installed = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| Path::new(dir).join(tool).exists());
-    installed || cannot_run(test, &format!("{tool} is not installed"))
-}
+#[path = "test_gate.rs"]
+mod gate;
+pub use gate::{privileged, privileged_with};
 
 /// A temporary directory under /tmp, removed on drop.
 pub struct Scratch(tempfile::TempDir);

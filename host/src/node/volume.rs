@@ -108,8 +108,9 @@ fn open_backing(guest: &str, grants: &Grants) -> Result<(std::os::fd::OwnedFd, P
     Ok((file, host_path))
 }
 
-/// Stages `device` at `staging` (see [`stage`]); a loop device this call attached is
-/// detached again when the stage is refused or fails, so nothing leaks.
+/// Stages `device` at `staging`: for a filesystem, checks or formats it (never reformatting
+/// data) and mounts it; for a raw block volume, binds the device node to a file inside. A
+/// loop device this call attached is detached again when the stage is refused or fails.
 pub fn stage_device(
     device: &Device,
     grants: &Grants,
@@ -121,7 +122,7 @@ pub fn stage_device(
     paths::check_parent(staging)?;
     let realised = realise(device, grants, by_id_root)?;
     let staged = stage(&realised, staging, access, deadline);
-    if staged.is_err() && realised.attached_now && !MountTable::read().map_err(internal)?.of_device(realised.number).any(|_| true) {
+    if staged.is_err() && realised.attached_now && MountTable::read().map_err(internal)?.of_device(realised.number).next().is_none() {
         loopdev::detach(&realised.path).map_err(internal)?;
     }
     staged
@@ -135,14 +136,17 @@ fn block_device(path: &Path) -> Result<Realised, NodeError> {
     Ok(Realised { path: path.to_owned(), number: DeviceNumber::from_dev_t(meta.rdev()), attached_now: false })
 }
 
-/// Finds the disk whose by-id name carries `serial` (as cloud disks appear, e.g.
-/// `nvme-Amazon_Elastic_Block_Store_vol0123…`), ignoring partition links.
+/// Finds the disk whose by-id name ends with `serial` (as cloud disks appear, e.g.
+/// `nvme-Amazon_Elastic_Block_Store_vol0123…`; dashes ignored), never a partition link.
 fn by_serial(root: &Path, serial: &str) -> Result<Realised, NodeError> {
     let wanted: String = serial.chars().filter(|c| *c != '-').collect();
+    if wanted.is_empty() {
+        return Err(NodeError::Internal("the backend named a disk by an empty serial".into()));
+    }
     let entries = std::fs::read_dir(root).map_err(|e| NodeError::NotFound(format!("read {}: {e}", root.display())))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.contains("-part") || !name.replace('-', "").contains(&wanted) {
+        if name.contains("-part") || !name.replace('-', "").ends_with(&wanted) {
             continue;
         }
         let target = std::fs::canonicalize(entry.path()).map_err(internal)?;
@@ -162,9 +166,8 @@ fn device_path(number: DeviceNumber) -> Result<PathBuf, NodeError> {
         .ok_or_else(|| internal(format!("find device {number}: {uevent} names no device")))
 }
 
-/// Stages `dev` at `staging`: for a filesystem, checks or formats it (never reformatting
-/// data) and mounts it; for a raw block volume, binds the device node to a file inside.
-pub fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> Result<(), NodeError> {
+/// The mount or bind of [`stage_device`], on a realised device.
+fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> Result<(), NodeError> {
     let table = MountTable::read().map_err(internal)?;
     match access {
         Access::Mount { fs, options } => {

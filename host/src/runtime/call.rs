@@ -19,6 +19,12 @@ use super::{files, instance::Shared};
 #[derive(Clone, Default)]
 pub struct Secrets(pub BTreeMap<String, String>);
 
+impl From<&std::collections::HashMap<String, String>> for Secrets {
+    fn from(map: &std::collections::HashMap<String, String>) -> Secrets {
+        Secrets(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "<{} secrets redacted>", self.0.len())
