@@ -60,6 +60,10 @@ pub struct GrantsConfig {
     /// Environment variables of the host the backend may read through `host.secret`.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// Block devices the backend may name at `node-device` (`device.block`): absolute path
+    /// patterns matched component by component, e.g. `/dev/vg0/*`.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,12 +233,25 @@ impl Config {
                     return Err(at(format!("command {:?} has no allow patterns", c.program)));
                 }
             }
+            for d in &b.grants.devices {
+                if plain_components(d).is_none_or(|parts| parts.len() < 2) {
+                    return Err(at(format!(
+                        "device grant {d:?} must be an absolute path pattern below a directory, such as \"/dev/vg0/*\""
+                    )));
+                }
+            }
         }
         if self.backends.iter().filter(|b| b.default).count() > 1 {
             return Err("more than one backend is marked default".into());
         }
         Ok(())
     }
+}
+
+/// The components of an absolute path with no `.`, `..` or empty component, or `None`.
+pub fn plain_components(path: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    parts.iter().all(|c| !c.is_empty() && *c != "." && *c != "..").then_some(parts)
 }
 
 /// Instance names become id prefixes and label values: short, lowercase, DNS-label-like.
@@ -294,6 +311,8 @@ mod tests {
                 "absolute",
             ),
             ("backends = []\n", "at least one"),
+            ("[[backends]]\nname = \"a\"\nmodule = \"x\"\n[backends.grants]\ndevices = [\"/dev/../sda\"]\n", "device grant"),
+            ("[[backends]]\nname = \"a\"\nmodule = \"x\"\n[backends.grants]\ndevices = [\"*\"]\n", "device grant"),
         ] {
             let err = Config::parse(Path::new("c.toml"), text).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");

@@ -83,7 +83,7 @@ pub fn realise(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Re
             let device = loopdev::attach_fd(file.as_fd(), &host_path).map_err(internal)?;
             Ok(Realised { path: device.path, number: device.device, attached_now: true })
         }
-        Device::Block(path) => block_device(Path::new(path)),
+        Device::Block(path) => granted_block_device(path, grants),
         Device::Serial(serial) => by_serial(by_id_root, serial),
     }
 }
@@ -95,7 +95,7 @@ pub fn locate(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Opt
             let (file, host_path) = open_backing(guest, grants)?;
             Ok(loopdev::find(file.as_fd(), &host_path).map_err(internal)?.map(|d| d.device))
         }
-        Device::Block(path) => Ok(block_device(Path::new(path)).ok().map(|d| d.number)),
+        Device::Block(path) => Ok(granted_block_device(path, grants).ok().map(|d| d.number)),
         Device::Serial(serial) => Ok(by_serial(by_id_root, serial).ok().map(|d| d.number)),
     }
 }
@@ -126,6 +126,12 @@ pub fn stage_device(
         loopdev::detach(&realised.path).map_err(internal)?;
     }
     staged
+}
+
+/// A block device a backend named, once its devices grant allows it.
+fn granted_block_device(path: &str, grants: &Grants) -> Result<Realised, NodeError> {
+    grants.check_device(path).map_err(|e| NodeError::FailedPrecondition(format!("backend refused: {e}")))?;
+    block_device(Path::new(path))
 }
 
 fn block_device(path: &Path) -> Result<Realised, NodeError> {

@@ -5,6 +5,8 @@
 //! loop-attaching a `device.file`) resolve guest paths here with `openat2(RESOLVE_BENEATH)`,
 //! so neither `..` nor a symlink planted by the backend can lead the host outside the grant.
 //! Commands match an absolute program and argument patterns; no shell is ever involved.
+//! Block devices a backend names on the node must match a device pattern, so a backend
+//! can point the host at its own volumes but never at another disk of the node.
 
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
@@ -12,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::Mode;
 
-use crate::config::{CommandGrant, GrantsConfig};
+use crate::config::{CommandGrant, GrantsConfig, plain_components};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Denied {
@@ -26,6 +28,8 @@ pub enum Denied {
     Arguments { program: String },
     #[error("secret {0:?} is not granted")]
     Secret(String),
+    #[error("device {0:?} matches no device grant")]
+    Device(String),
 }
 
 #[derive(Debug)]
@@ -40,6 +44,7 @@ pub struct Grants {
     pub directories: Vec<DirGrant>,
     commands: Vec<CommandGrant>,
     secret_env: Vec<String>,
+    devices: Vec<String>,
 }
 
 impl Grants {
@@ -56,7 +61,12 @@ impl Grants {
             let host = d.host.canonicalize().map_err(|e| format!("granted directory {}: {e}", d.host.display()))?;
             directories.push(DirGrant { host, guest: d.guest.trim_end_matches('/').to_owned(), read_only: d.read_only });
         }
-        Ok(Grants { directories, commands: config.commands.clone(), secret_env: config.secret_env.clone() })
+        Ok(Grants {
+            directories,
+            commands: config.commands.clone(),
+            secret_env: config.secret_env.clone(),
+            devices: config.devices.clone(),
+        })
     }
 
     /// Maps a guest path to its grant and the path relative to it (no `..`, no root).
@@ -112,6 +122,18 @@ impl Grants {
         }
     }
 
+    /// Checks a block device path against the device patterns: the path must be absolute
+    /// and plain (no `.`, `..` or empty components) and match a pattern component by
+    /// component (each like an argument pattern: `*`, `prefix*`, `a|b`).
+    pub fn check_device(&self, path: &str) -> Result<(), Denied> {
+        let denied = || Denied::Device(path.to_owned());
+        let parts = plain_components(path).ok_or_else(denied)?;
+        let granted = self.devices.iter().filter_map(|d| plain_components(d)).any(|pattern| {
+            pattern.len() == parts.len() && pattern.iter().zip(&parts).all(|(p, c)| element_matches(p, c))
+        });
+        if granted { Ok(()) } else { Err(denied()) }
+    }
+
     /// Reads a granted environment secret of the host.
     pub fn env_secret(&self, name: &str) -> Result<Option<String>, Denied> {
         if self.secret_env.iter().any(|s| s == name) {
@@ -165,6 +187,28 @@ mod tests {
         let exact = strings(&["version"]);
         assert!(args_match(&exact, &strings(&["version"])));
         assert!(!args_match(&exact, &strings(&["version", "extra"])));
+    }
+
+    #[test]
+    fn devices_match_whole_plain_paths() {
+        let grants = Grants::new(&GrantsConfig { devices: strings(&["/dev/vg0/*", "/dev/loop1|loop2"]), ..Default::default() })
+            .unwrap();
+        for ok in ["/dev/vg0/csi-1", "/dev/loop2"] {
+            assert!(grants.check_device(ok).is_ok(), "{ok}");
+        }
+        for denied in [
+            "/dev/vg0/../sda",
+            "/dev/vg0/./x",
+            "/dev/vg0//x",
+            "/dev/vg0",
+            "/dev/vg0/x/y",
+            "/dev/vg1/x",
+            "dev/vg0/x",
+            "/dev/sda",
+            "/dev/loop3",
+        ] {
+            assert!(matches!(grants.check_device(denied), Err(Denied::Device(_))), "{denied}");
+        }
     }
 
     #[test]
