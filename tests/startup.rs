@@ -112,11 +112,11 @@ async fn config_errors_stop_startup_with_a_reason() {
     .await;
     // An instance name that cannot be an id prefix.
     expect_config_error("bad-name.toml", |h| h.loopfile_toml("Bad_Name", "vols", true), &["Bad_Name"]).await;
-    // An HTTP grant this host cannot honour yet.
+    // An HTTP grant that is not a bare origin.
     expect_config_error(
         "http.toml",
-        |_| "[[backends]]\nname = \"web\"\nmodule = \"builtin:loopfile\"\ngrants = { http = [\"https://example.com:443\"] }\n".into(),
-        &["web", "https://example.com:443"],
+        |_| "[[backends]]\nname = \"web\"\nmodule = \"builtin:loopfile\"\ngrants = { http = [\"https://example.com/api\"] }\n".into(),
+        &["web", "https://example.com/api", "no path"],
     )
     .await;
     // An empty file.

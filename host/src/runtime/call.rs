@@ -1,6 +1,6 @@
 //! The state of one backend call: a fresh store with its WASI context (granted preopens
 //! only), a memory limiter, the call's secrets and deadline, and the host imports the
-//! backend may use — each checked against the instance's grants before it acts.
+//! backend may use (and `wasi:http`, see `http.rs`) — each checked against the instance's grants before it acts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +9,12 @@ use std::time::Instant;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::BackendError;
 use super::bindings::csi::backend::{host, types};
 use super::grants::{Denied, OpenError};
+use super::http::GrantedHttp;
 use super::{files, instance::Shared};
 
 /// A CSI request's `secrets` map. Its Debug never shows values.
@@ -38,11 +40,19 @@ pub struct CallState {
     pub(super) shared: Arc<Shared>,
     pub(super) secrets: Secrets,
     pub(super) deadline: Instant,
+    pub(super) http: WasiHttpCtx,
+    pub(super) http_hooks: GrantedHttp,
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 

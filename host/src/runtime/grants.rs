@@ -5,15 +5,18 @@
 //! loop-attaching a `device.file`) resolve guest paths here with `openat2(RESOLVE_BENEATH)`,
 //! so neither `..` nor a symlink planted by the backend can lead the host outside the grant.
 //! Commands match an absolute program and argument patterns; no shell is ever involved.
+//! Outgoing HTTP goes only to granted origins (see `http.rs`).
 //! Block devices a backend names on the node must match a device pattern, so a backend
 //! can point the host at its own volumes but never at another disk of the node.
 
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::Mode;
 
+use super::http::Origin;
 use crate::config::{CommandGrant, GrantsConfig, plain_components};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +48,14 @@ pub struct Grants {
     commands: Vec<CommandGrant>,
     secret_env: Vec<String>,
     devices: Vec<String>,
+    /// Origins the backend may reach over `wasi:http`.
+    pub http: Arc<[Origin]>,
 }
 
 impl Grants {
     /// Builds the grants, creating granted directories that do not exist yet.
     pub fn new(config: &GrantsConfig) -> Result<Grants, String> {
-        if let Some(origin) = config.http.first() {
-            return Err(format!(
-                "HTTP grant {origin:?}: outgoing HTTP (wasi:http) is not linked by this host version yet"
-            ));
-        }
+        let http = config.http.iter().map(|o| Origin::parse(o)).collect::<Result<Vec<_>, _>>()?;
         let mut directories = Vec::new();
         for d in &config.directories {
             std::fs::create_dir_all(&d.host).map_err(|e| format!("create granted directory {}: {e}", d.host.display()))?;
@@ -66,6 +67,7 @@ impl Grants {
             commands: config.commands.clone(),
             secret_env: config.secret_env.clone(),
             devices: config.devices.clone(),
+            http: http.into(),
         })
     }
 

@@ -12,11 +12,13 @@ use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::bindings::{BackendComponentPre, BackendError, BackendInfo, Guest};
 use super::call::{CallState, MemoryLimiter, Secrets};
 use super::grants::Grants;
 use super::{CallError, EPOCH_TICK};
+use super::http::{GrantedHttp, HttpSender};
 use crate::command::Executor;
 use crate::config::LimitsConfig;
 
@@ -28,6 +30,7 @@ pub struct Shared {
     pub settings: Vec<(String, String)>,
     pub node_id: String,
     pub executor: Arc<dyn Executor>,
+    pub http: Arc<dyn HttpSender>,
 }
 
 /// Bytes of guest stdout/stderr kept per call (shown when a call traps).
@@ -115,13 +118,23 @@ pub(super) fn run<R>(
         wasi.preopened_dir(&dir.host, &dir.guest, perms)
             .map_err(|e| CallError::Trap { backend: backend(), message: format!("open granted directory {}: {e}", dir.host.display()) })?;
     }
+    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+    let http_hooks = GrantedHttp {
+        backend: shared.name.as_str().into(),
+        origins: shared.grants.http.clone(),
+        sender: shared.http.clone(),
+        deadline,
+        max_response: shared.limits.output_kib << 10,
+    };
     let state = CallState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter { max_bytes: (shared.limits.memory_mib << 20) as usize, exceeded: false },
         shared: shared.clone(),
         secrets,
-        deadline: Instant::now() + Duration::from_millis(deadline_ms),
+        deadline,
+        http: WasiHttpCtx::new(),
+        http_hooks,
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);

@@ -4,13 +4,15 @@
 //! Each config entry becomes one [`Backend`]: its component is compiled once (cached on
 //! disk by content hash), linked once into an `InstancePre`, asked for its `info` and made
 //! to `validate-settings` at load. Every later call gets a fresh store with a memory cap
-//! and an epoch deadline; an epoch ticker thread advances time for all of them.
+//! and an epoch deadline; an epoch ticker thread advances time for all of them. Outgoing
+//! HTTP (`wasi:http`) is linked too, and reaches only granted origins (`http.rs`).
 
 mod bindings;
 mod cache;
 mod call;
 mod files;
 pub mod grants;
+pub mod http;
 mod instance;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::command::Executor;
 use crate::config::{BUILTIN_PREFIX, BackendConfig};
 use cache::ComponentCache;
 use grants::Grants;
+use http::{HttpSender, Network};
 use instance::{Shared, run};
 
 /// Granularity of call deadlines.
@@ -68,6 +71,7 @@ pub struct Runtime {
     linker: Linker<CallState>,
     cache: ComponentCache,
     executor: Arc<dyn Executor>,
+    http: Arc<dyn HttpSender>,
 }
 
 impl Runtime {
@@ -92,9 +96,16 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         BackendComponent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, linker, cache: ComponentCache::open(cache_dir)?, executor })
+        Ok(Runtime { engine, linker, cache: ComponentCache::open(cache_dir)?, executor, http: Arc::new(Network) })
+    }
+
+    /// Sends the backends' granted HTTP requests through `sender` instead of the network
+    /// (for tests); affects instances loaded afterwards.
+    pub fn set_http_sender(&mut self, sender: Arc<dyn HttpSender>) {
+        self.http = sender;
     }
 
     /// Loads the instance `config` describes, reading its module file or builtin.
@@ -115,6 +126,7 @@ impl Runtime {
             settings: config.settings.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
             node_id: node_id.to_owned(),
             executor: self.executor.clone(),
+            http: self.http.clone(),
         });
         let info = run(&shared, &pre, Secrets::default(), |g, s| g.call_info(s).map(Ok)).map_err(|e| fail(e.to_string()))?;
         run(&shared, &pre, Secrets::default(), |g, s| g.call_validate_settings(s)).map_err(|e| match e {
