@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Backend crates under `backends/` that become components.
-const BACKENDS: &[&str] = &["loopfile", "hostile"];
+const BACKENDS: &[&str] = &["loopfile", "lvm", "hostile"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -21,6 +21,10 @@ fn main() {
 
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    // Code every backend shares.
+    for shared in ["kit/src", "kit/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", backends_dir.join(shared).display());
+    }
     for name in BACKENDS {
         let crate_dir = backends_dir.join(name);
         println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());

@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
-use crate::capacity;
-use crate::csi::backend::types::Error;
+use kit::sizing::{self, Sizing};
+use kit::types::Error;
+
 use crate::layout::Layout;
 use crate::settings::Settings;
 
@@ -22,6 +23,10 @@ pub trait Platform {
     /// Logs a problem that does not fail the call.
     fn warn(&self, message: &str);
 }
+
+/// Granularity of every volume size, and so the smallest volume: 4 KiB, a page and a
+/// multiple of every sector size a loop device uses.
+pub const GRANULE: u64 = 4096;
 
 pub struct Ctx<'p> {
     pub settings: Settings,
@@ -42,7 +47,15 @@ impl<'p> Ctx<'p> {
     /// Bytes new volumes may take now: free space less the configured reserve.
     pub fn available_bytes(&self) -> Result<u64, Error> {
         let free = self.platform.free_bytes(self.layout.root())?;
-        Ok(capacity::available(free, self.settings.reserve))
+        Ok(sizing::available(free, self.settings.reserve))
+    }
+
+    /// How sizes are rounded and bounded: whole [`GRANULE`]s up to `max-volume-size`.
+    pub fn sizing(&self) -> Sizing {
+        Sizing {
+            granule: GRANULE,
+            max_volume_size: self.settings.max_volume_size,
+        }
     }
 }
 
@@ -53,10 +66,10 @@ pub mod fake {
     use std::fs;
     use std::path::Path;
 
+    use kit::types::Error;
     use tempfile::TempDir;
 
     use super::{Ctx, Platform};
-    use crate::csi::backend::types::Error;
     use crate::settings::Settings;
 
     pub struct FakePlatform {

@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use crate::csi::backend::types::Error;
+use kit::types::Error;
 
 /// An `io::Error` from `action` on `path` as a CSI error: a full filesystem is
 /// `resource-exhausted`, a file over the filesystem's size limit is `out-of-range`, anything

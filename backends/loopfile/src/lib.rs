@@ -6,17 +6,16 @@
 //! given to volumes). StorageClass and VolumeSnapshotClass parameters: none. The files it
 //! keeps are described in `layout.rs`.
 //!
-//! This file is the WIT glue: it binds `csi:backend`, implements the exported interface by
-//! parsing the settings and handing each call to the module that owns it, and adapts the
-//! host imports to the `Platform` trait (`context.rs`) the logic is written against.
+//! This file is the WIT glue: it binds `csi:backend` (with the WIT types `kit` generates),
+//! implements the exported interface by parsing the settings and handing each call to the
+//! module that owns it, and adapts the host imports to the `Platform` trait (`context.rs`)
+//! the logic is written against.
 
-mod capacity;
 mod context;
 mod fsio;
 mod ids;
 mod layout;
 mod meta;
-mod paging;
 mod settings;
 mod snapshots;
 mod store;
@@ -25,19 +24,20 @@ mod volumes;
 
 use std::path::Path;
 
-use context::{Ctx, Platform};
-use csi::backend::host::{self, Level};
-use csi::backend::types::{
+use kit::types::{
     BackendInfo, Capacity, CapacityRange, Device, Error, Expansion, Params, Snapshot, SnapshotPage, Topology, Volume,
     VolumeCapability, VolumePage,
 };
+
+use context::{Ctx, Platform};
+use csi::backend::host::{self, Level};
 use exports::csi::backend::backend::{CreateVolumeRequest, Guest};
 use settings::Settings;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "backend-component",
-    additional_derives: [PartialEq, Eq],
+    with: { "csi:backend/types@0.1.0": kit::types },
 });
 
 struct Loopfile;

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kit::types::{ContentSource, Error};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-use crate::csi::backend::types::{ContentSource, Error};
 
 /// What `volumes/<id>/meta.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,12 @@
-//! The instance settings from the host config, parsed on every call.
-//!
-//! Parsing is strict (unknown or repeated keys are errors) so a typo in the config stops
-//! the host at load time (`validate-settings`) instead of being silently ignored.
+//! The instance settings from the host config, parsed on every call, strictly (see
+//! `kit::settings`).
 
 use std::path::PathBuf;
 
-use crate::capacity::GRANULE;
-use crate::csi::backend::types::Error;
+use kit::settings::{parse_bytes, set_once, unknown};
+use kit::types::Error;
+
+use crate::context::GRANULE;
 
 const DIRECTORY: &str = "directory";
 const MAX_VOLUME_SIZE: &str = "max-volume-size";
@@ -35,11 +35,7 @@ impl Settings {
                 DIRECTORY => set_once(&mut directory, key, parse_directory(value)?)?,
                 MAX_VOLUME_SIZE => set_once(&mut max_volume_size, key, parse_max_volume_size(value)?)?,
                 RESERVE => set_once(&mut reserve, key, parse_bytes(key, value)?)?,
-                _ => {
-                    return Err(Error::InvalidArgument(format!(
-                        "unknown setting {key:?} (known: {DIRECTORY}, {MAX_VOLUME_SIZE}, {RESERVE})"
-                    )));
-                }
+                _ => return Err(unknown(key, &[DIRECTORY, MAX_VOLUME_SIZE, RESERVE])),
             }
         }
         Ok(Settings {
@@ -47,15 +43,6 @@ impl Settings {
             max_volume_size,
             reserve: reserve.unwrap_or(0),
         })
-    }
-}
-
-fn set_once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), Error> {
-    match slot.replace(value) {
-        Some(_) => Err(Error::InvalidArgument(format!(
-            "setting {key:?} is given more than once"
-        ))),
-        None => Ok(()),
     }
 }
 
@@ -76,14 +63,6 @@ fn parse_max_volume_size(value: &str) -> Result<u64, Error> {
         )));
     }
     Ok(bytes)
-}
-
-fn parse_bytes(key: &str, value: &str) -> Result<u64, Error> {
-    value.trim().parse().map_err(|_| {
-        Error::InvalidArgument(format!(
-            "setting {key:?} must be a whole number of bytes, got {value:?}"
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! extents where the filesystem can reflink), so it outlives its source volume and a
 //! volume restored from it is a plain copy back.
 
+use kit::paging;
+use kit::types::{Error, Snapshot, SnapshotPage};
+
 use crate::context::Ctx;
-use crate::csi::backend::types::{Error, Snapshot, SnapshotPage};
 use crate::ids::{Id, Kind};
 use crate::meta::{self, SnapshotMeta, VolumeMeta};
-use crate::paging;
 use crate::store;
 use crate::support;
 
@@ -102,9 +103,10 @@ fn to_snapshot(id: &Id, meta: &SnapshotMeta) -> Snapshot {
 
 #[cfg(test)]
 mod tests {
+    use kit::types::{CapacityRange, Volume};
+
     use super::*;
     use crate::context::fake::Fixture;
-    use crate::csi::backend::types::{CapacityRange, Volume};
     use crate::exports::csi::backend::backend::CreateVolumeRequest;
     use crate::volumes;
 

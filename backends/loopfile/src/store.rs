@@ -9,11 +9,11 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::Path;
 
+use kit::types::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::Ctx;
-use crate::csi::backend::types::Error;
 use crate::fsio::{self, io_error};
 use crate::ids::{Id, Kind};
 use crate::meta::{self, Named};

@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use crate::capacity;
-use crate::context::Ctx;
-use crate::csi::backend::types::{
+use kit::node_local;
+use kit::paging;
+use kit::sizing::{self, NO_CAPACITY};
+use kit::types::{
     Capacity, CapacityRange, ContentSource, Device, Error, Expansion, Volume, VolumeCapability, VolumePage,
 };
+
+use crate::context::{Ctx, GRANULE};
 use crate::exports::csi::backend::backend::CreateVolumeRequest;
 use crate::ids::{Id, Kind};
 use crate::meta::{self, SnapshotMeta, Source, VolumeMeta};
-use crate::paging;
 use crate::store;
 use crate::support;
 
@@ -26,14 +28,14 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
     }
     support::check_parameters("StorageClass parameter", &request.parameters)?;
     support::check_parameters("mutable parameter", &request.mutable_parameters)?;
-    support::check_capabilities(&request.capabilities)?;
-    capacity::check_range(&request.capacity)?;
+    node_local::check_capabilities(&request.capabilities)?;
+    sizing::check_range(&request.capacity)?;
 
     let id = Id::for_name(Kind::Volume, &request.name);
     let content_source = request.content_source.as_ref().map(Source::from);
     let parameters: BTreeMap<String, String> = request.parameters.into_iter().collect();
     if let Some(existing) = store::existing::<VolumeMeta>(ctx, &id, &request.name)? {
-        let compatible = capacity::fits(&request.capacity, existing.capacity_bytes)
+        let compatible = sizing::fits(&request.capacity, existing.capacity_bytes)
             && existing.content_source == content_source
             && existing.parameters == parameters;
         return if compatible {
@@ -53,8 +55,8 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
         }
         None => (None, 0),
     };
-    let size = capacity::new_volume_size(&request.capacity, ctx.settings.max_volume_size, source_bytes)?;
-    capacity::ensure_space(size, ctx.available_bytes()?)?;
+    let size = ctx.sizing().new_volume_size(&request.capacity, source_bytes)?;
+    sizing::ensure_space(size, ctx.available_bytes()?)?;
 
     let meta = VolumeMeta {
         name: request.name,
@@ -107,20 +109,16 @@ pub fn capacity(
     capabilities: &[VolumeCapability],
     parameters: &[(String, String)],
 ) -> Result<Capacity, Error> {
-    let provisionable = support::check_capabilities(capabilities).is_ok()
+    let provisionable = node_local::check_capabilities(capabilities).is_ok()
         && support::check_parameters("StorageClass parameter", parameters).is_ok();
     if !provisionable {
-        return Ok(Capacity {
-            available_bytes: 0,
-            maximum_volume_size: 0,
-            minimum_volume_size: 0,
-        });
+        return Ok(NO_CAPACITY);
     }
     let available = ctx.available_bytes()?;
     Ok(Capacity {
         available_bytes: available,
-        maximum_volume_size: capacity::largest_volume(available, ctx.settings.max_volume_size),
-        minimum_volume_size: capacity::GRANULE,
+        maximum_volume_size: ctx.sizing().largest_volume(available),
+        minimum_volume_size: GRANULE,
     })
 }
 
@@ -129,9 +127,9 @@ pub fn capacity(
 pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expansion, Error> {
     let (id, mut meta) = store::require::<VolumeMeta>(ctx, Kind::Volume, volume_id)?;
     let current = meta.capacity_bytes;
-    let size = capacity::expanded_size(current, range, ctx.settings.max_volume_size)?;
+    let size = ctx.sizing().expanded_size(current, range)?;
     if size > current {
-        capacity::ensure_space(size - current, ctx.available_bytes()?)?;
+        sizing::ensure_space(size - current, ctx.available_bytes()?)?;
         store::resize_image(ctx, &id, size)?;
         meta.capacity_bytes = size;
         store::update_meta(ctx, &id, &meta)?;
@@ -179,9 +177,10 @@ fn to_volume(id: &Id, meta: &VolumeMeta) -> Volume {
 mod tests {
     use std::fs;
 
+    use kit::types::{AccessMode, AccessType, MountAccess};
+
     use super::*;
     use crate::context::fake::Fixture;
-    use crate::csi::backend::types::{AccessMode, AccessType, MountAccess};
     use crate::snapshots;
 
     const MIB: u64 = 1 << 20;
@@ -467,7 +466,7 @@ mod tests {
         assert_eq!(
             grown,
             Expansion {
-                capacity_bytes: 3 * MIB + capacity::GRANULE,
+                capacity_bytes: 3 * MIB + GRANULE,
                 node_expansion_required: true
             }
         );
@@ -507,7 +506,7 @@ mod tests {
         let expected = |available_bytes, maximum_volume_size| Capacity {
             available_bytes,
             maximum_volume_size,
-            minimum_volume_size: capacity::GRANULE,
+            minimum_volume_size: GRANULE,
         };
         let ctx = fixture.ctx_with(None, GIB);
         assert_eq!(

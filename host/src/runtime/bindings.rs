@@ -8,7 +8,8 @@ wasmtime::component::bindgen!({
 });
 
 pub use csi::backend::types::{
-    AccessMode, AccessType, BackendInfo, CapacityRange, ContentSource, Device, Error as BackendError, Features,
+    AccessMode, AccessType, BackendInfo, CapacityRange, ContentSource, Device, Error as BackendError, Expansion,
+    Features,
     MountAccess, Snapshot, TopologyRequirement, Volume, VolumeCapability,
 };
 pub use exports::csi::backend::backend::{CreateVolumeRequest, Guest};

@@ -145,7 +145,8 @@ impl Runtime {
 fn module_bytes(module: &str) -> Result<Vec<u8>, String> {
     match module.strip_prefix(BUILTIN_PREFIX) {
         Some("loopfile") => Ok(backend_bundle::LOOPFILE.to_vec()),
-        Some(other) => Err(format!("no builtin module {other:?} (builtin modules: loopfile)")),
+        Some("lvm") => Ok(backend_bundle::LVM.to_vec()),
+        Some(other) => Err(format!("no builtin module {other:?} (builtin modules: loopfile, lvm)")),
         None => std::fs::read(module).map_err(|e| format!("read module {module}: {e}")),
     }
 }

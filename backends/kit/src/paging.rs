@@ -2,14 +2,14 @@
 //!
 //! Entries are listed in id order. A page's `next-token` is the id of the first entry of
 //! the next page, so a token is checked by parsing it as an id of the listed kind: anything
-//! else was not issued by this backend and is `aborted`. Objects created or deleted between
+//! else was not issued by the backend and is `aborted`. Objects created or deleted between
 //! pages do not disturb the order of the others.
 
-use crate::csi::backend::types::Error;
 use crate::ids::{Id, Kind};
+use crate::types::Error;
 
 /// The position a starting token names; `None` for the empty token (the first page).
-pub fn parse_token(kind: Kind, token: &str) -> Result<Option<Id>, Error> {
+pub fn parse_token<K: Kind>(kind: K, token: &str) -> Result<Option<Id<K>>, Error> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -23,11 +23,11 @@ pub fn parse_token(kind: Kind, token: &str) -> Result<Option<Id>, Error> {
 ///
 /// `load` returns `None` for an id that is not listed (half-made, deleted meanwhile, or
 /// filtered out); such ids take no room on the page.
-pub fn page<T>(
-    ids: &[Id],
+pub fn page<K: Kind, T>(
+    ids: &[Id<K>],
     max_entries: u32,
-    start: Option<&Id>,
-    mut load: impl FnMut(&Id) -> Result<Option<T>, Error>,
+    start: Option<&Id<K>>,
+    mut load: impl FnMut(&Id<K>) -> Result<Option<T>, Error>,
 ) -> Result<(Vec<T>, String), Error> {
     let limit = match usize::try_from(max_entries) {
         Ok(0) | Err(_) => usize::MAX,
@@ -47,20 +47,23 @@ pub fn page<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::tests::TestKind;
 
-    fn ids(count: usize) -> Vec<Id> {
-        let mut ids: Vec<Id> = (0..count)
-            .map(|i| Id::for_name(Kind::Volume, &format!("pvc-{i}")))
+    type TestId = Id<TestKind>;
+
+    fn ids(count: usize) -> Vec<TestId> {
+        let mut ids: Vec<TestId> = (0..count)
+            .map(|i| Id::for_name(TestKind::Volume, &format!("pvc-{i}")))
             .collect();
         ids.sort();
         ids
     }
 
-    fn all(ids: &[Id], max_entries: u32, skip: impl Fn(&Id) -> bool) -> Vec<Id> {
+    fn all(ids: &[TestId], max_entries: u32, skip: impl Fn(&TestId) -> bool) -> Vec<TestId> {
         let mut seen = Vec::new();
         let mut token = String::new();
         loop {
-            let start = parse_token(Kind::Volume, &token).unwrap();
+            let start = parse_token(TestKind::Volume, &token).unwrap();
             let (entries, next) = page(ids, max_entries, start.as_ref(), |id| {
                 Ok((!skip(id)).then(|| id.clone()))
             })
@@ -86,7 +89,7 @@ mod tests {
     fn unlisted_ids_take_no_room() {
         let ids = ids(10);
         let hidden = ids[4].clone();
-        let expected: Vec<Id> = ids.iter().filter(|id| **id != hidden).cloned().collect();
+        let expected: Vec<TestId> = ids.iter().filter(|id| **id != hidden).cloned().collect();
         assert_eq!(all(&ids, 3, |id| *id == hidden), expected);
     }
 
@@ -101,7 +104,7 @@ mod tests {
     #[test]
     fn a_token_past_the_end_gives_an_empty_page() {
         let ids = ids(3);
-        let start = Id::parse(Kind::Volume, "v-ffffffffffffffffffffffffffffffff").unwrap();
+        let start = Id::parse(TestKind::Volume, "vol-ffffffffffffffffffffffffffffffff").unwrap();
         let (entries, next) = page(&ids, 0, Some(&start), |id| Ok(Some(id.clone()))).unwrap();
         assert!(entries.is_empty());
         assert_eq!(next, "");
@@ -109,15 +112,15 @@ mod tests {
 
     #[test]
     fn foreign_tokens_are_aborted() {
-        assert_eq!(parse_token(Kind::Volume, "").unwrap(), None);
+        assert_eq!(parse_token(TestKind::Volume, "").unwrap(), None);
         for token in [
             "1",
-            "s-0123456789abcdef0123456789abcdef",
-            "v-xyz",
-            "../v-0123456789abcdef0123456789abcdef",
+            "snap-0123456789abcdef0123456789abcdef",
+            "vol-xyz",
+            "../vol-0123456789abcdef0123456789abcdef",
         ] {
             assert!(
-                matches!(parse_token(Kind::Volume, token), Err(Error::Aborted(_))),
+                matches!(parse_token(TestKind::Volume, token), Err(Error::Aborted(_))),
                 "{token:?}"
             );
         }

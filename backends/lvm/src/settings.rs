@@ -1,0 +1,276 @@
+//! The instance settings from the host config, parsed on every call, strictly (see
+//! `kit::settings`).
+//!
+//! | key                          | meaning                                              | default     |
+//! |------------------------------|------------------------------------------------------|-------------|
+//! | `volume-group`               | the VG volumes are made in (required)                | —           |
+//! | `thin-pool`                  | a thin pool LV in that VG, for `type: thin`          | none        |
+//! | `lvm`                        | the lvm program (absolute path)                      | `/sbin/lvm` |
+//! | `lvm-config`                 | passed as `--config <value>` to every lvm command    | none        |
+//! | `reserve`                    | bytes of the VG never given to thick volumes         | 0           |
+//! | `default-fs-type`            | filesystem when a mount capability names none        | `ext4`      |
+//! | `thin-overprovision-ratio`   | decimal ≥ 1: virtual sizes allowed per pool byte     | 1           |
+//! | `snapshot-reserve-percent`   | COW snapshot size as a % of its origin, 1..=100      | 100         |
+//!
+//! VG and LV names are checked against LVM's rules (`[A-Za-z0-9+_.-]`, not starting with
+//! `-`, not `.` or `..`), so a setting can neither become an option on lvm's command line
+//! nor leave `/dev/<vg>/` in a device path.
+
+use kit::node_local::{self, DEFAULT_FS_TYPE};
+use kit::settings::{parse_bytes, set_once, unknown};
+use kit::types::Error;
+
+use crate::space::Fraction;
+
+const VOLUME_GROUP: &str = "volume-group";
+const THIN_POOL: &str = "thin-pool";
+const LVM: &str = "lvm";
+const LVM_CONFIG: &str = "lvm-config";
+const RESERVE: &str = "reserve";
+const DEFAULT_FS: &str = "default-fs-type";
+const THIN_RATIO: &str = "thin-overprovision-ratio";
+const SNAPSHOT_RESERVE: &str = "snapshot-reserve-percent";
+
+const KNOWN: [&str; 8] = [
+    VOLUME_GROUP,
+    THIN_POOL,
+    LVM,
+    LVM_CONFIG,
+    RESERVE,
+    DEFAULT_FS,
+    THIN_RATIO,
+    SNAPSHOT_RESERVE,
+];
+
+const DEFAULT_LVM: &str = "/sbin/lvm";
+
+/// LVM's longest VG or LV name.
+const MAX_NAME_LEN: usize = 127;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub volume_group: String,
+    pub thin_pool: Option<String>,
+    /// The lvm program, an absolute path.
+    pub lvm: String,
+    /// `--config` for every lvm command.
+    pub lvm_config: Option<String>,
+    /// Bytes of the VG never given to thick volumes or COW snapshots.
+    pub reserve: u64,
+    pub default_fs_type: String,
+    /// At least 1.
+    pub thin_overprovision_ratio: Fraction,
+    /// 1..=100.
+    pub snapshot_reserve_percent: u64,
+}
+
+impl Settings {
+    pub fn parse(params: &[(String, String)]) -> Result<Settings, Error> {
+        let mut volume_group = None;
+        let mut thin_pool = None;
+        let mut lvm = None;
+        let mut lvm_config = None;
+        let mut reserve = None;
+        let mut default_fs_type = None;
+        let mut ratio = None;
+        let mut snapshot_reserve = None;
+        for (key, value) in params {
+            match key.as_str() {
+                VOLUME_GROUP => set_once(&mut volume_group, key, lvm_name(key, value)?)?,
+                THIN_POOL => set_once(&mut thin_pool, key, lvm_name(key, value)?)?,
+                LVM => set_once(&mut lvm, key, program(value)?)?,
+                LVM_CONFIG => set_once(&mut lvm_config, key, config(value)?)?,
+                RESERVE => set_once(&mut reserve, key, parse_bytes(key, value)?)?,
+                DEFAULT_FS => set_once(&mut default_fs_type, key, fs_type(value)?)?,
+                THIN_RATIO => set_once(&mut ratio, key, overprovision_ratio(value)?)?,
+                SNAPSHOT_RESERVE => {
+                    let percent = percent(value).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "setting {key:?} must be a whole percentage from 1 to 100, got {value:?}"
+                        ))
+                    })?;
+                    set_once(&mut snapshot_reserve, key, percent)?;
+                }
+                _ => return Err(unknown(key, &KNOWN)),
+            }
+        }
+        Ok(Settings {
+            volume_group: volume_group
+                .ok_or_else(|| Error::InvalidArgument(format!("setting {VOLUME_GROUP:?} is required")))?,
+            thin_pool,
+            lvm: lvm.unwrap_or_else(|| DEFAULT_LVM.to_owned()),
+            lvm_config,
+            reserve: reserve.unwrap_or(0),
+            default_fs_type: default_fs_type.unwrap_or_else(|| DEFAULT_FS_TYPE.to_owned()),
+            thin_overprovision_ratio: ratio.unwrap_or(Fraction::ONE),
+            snapshot_reserve_percent: snapshot_reserve.unwrap_or(100),
+        })
+    }
+}
+
+/// A whole percentage from 1 to 100 (also the `snapshot-reserve-percent` parameter).
+pub fn percent(value: &str) -> Option<u64> {
+    value.trim().parse().ok().filter(|percent| (1..=100).contains(percent))
+}
+
+fn lvm_name(key: &str, value: &str) -> Result<String, Error> {
+    let charset = value.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b));
+    let valid = charset
+        && !value.is_empty()
+        && value.len() <= MAX_NAME_LEN
+        && !value.starts_with('-')
+        && value != "."
+        && value != "..";
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "setting {key:?} must be an LVM name (1-{MAX_NAME_LEN} of A-Z a-z 0-9 + _ . -, not starting with '-', not '.' or '..'), got {value:?}"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn program(value: &str) -> Result<String, Error> {
+    if !value.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "setting {LVM:?} must be an absolute path, got {value:?}"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn config(value: &str) -> Result<String, Error> {
+    if value.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "setting {LVM_CONFIG:?} is empty: leave it out instead"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn fs_type(value: &str) -> Result<String, Error> {
+    node_local::check_fs_type(value).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "setting {DEFAULT_FS:?} must be one of {}, got {value:?}",
+            node_local::FS_TYPES.join(", ")
+        ))
+    })?;
+    Ok(value.to_owned())
+}
+
+fn overprovision_ratio(value: &str) -> Result<Fraction, Error> {
+    Fraction::parse(value.trim())
+        .filter(|ratio| ratio.at_least_one())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "setting {THIN_RATIO:?} must be a decimal number of at least 1 (such as 1.5), got {value:?}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn invalid_message(pairs: &[(&str, &str)]) -> String {
+        match Settings::parse(&params(pairs)) {
+            Err(Error::InvalidArgument(message)) => message,
+            other => panic!("expected invalid-argument for {pairs:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(
+            Settings::parse(&params(&[("volume-group", "vg0")])).unwrap(),
+            Settings {
+                volume_group: "vg0".into(),
+                thin_pool: None,
+                lvm: "/sbin/lvm".into(),
+                lvm_config: None,
+                reserve: 0,
+                default_fs_type: "ext4".into(),
+                thin_overprovision_ratio: Fraction::ONE,
+                snapshot_reserve_percent: 100,
+            }
+        );
+    }
+
+    #[test]
+    fn all_keys() {
+        let settings = Settings::parse(&params(&[
+            ("volume-group", "vg_data.1+x-y"),
+            ("thin-pool", "pool0"),
+            ("lvm", "/usr/sbin/lvm"),
+            ("lvm-config", "global{activation=0}"),
+            ("reserve", "1048576"),
+            ("default-fs-type", "xfs"),
+            ("thin-overprovision-ratio", "2.5"),
+            ("snapshot-reserve-percent", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings,
+            Settings {
+                volume_group: "vg_data.1+x-y".into(),
+                thin_pool: Some("pool0".into()),
+                lvm: "/usr/sbin/lvm".into(),
+                lvm_config: Some("global{activation=0}".into()),
+                reserve: 1 << 20,
+                default_fs_type: "xfs".into(),
+                thin_overprovision_ratio: Fraction::parse("2.5").unwrap(),
+                snapshot_reserve_percent: 20,
+            }
+        );
+    }
+
+    #[test]
+    fn the_volume_group_is_required() {
+        assert!(invalid_message(&[]).contains("\"volume-group\" is required"));
+    }
+
+    #[test]
+    fn unknown_and_repeated_keys_are_named() {
+        assert!(invalid_message(&[("volume-group", "vg0"), ("volume_group", "vg0")]).contains("\"volume_group\""));
+        assert!(invalid_message(&[("volume-group", "vg0"), ("volume-group", "vg1")]).contains("more than once"));
+    }
+
+    #[test]
+    fn names_follow_lvm_rules() {
+        for bad in ["", "-vg", ".", "..", "vg/0", "vg 0", "vg0\n", "vé", &"v".repeat(128)] {
+            assert!(
+                invalid_message(&[("volume-group", bad)]).contains("volume-group"),
+                "{bad:?}"
+            );
+            assert!(
+                invalid_message(&[("volume-group", "vg0"), ("thin-pool", bad)]).contains("thin-pool"),
+                "{bad:?}"
+            );
+        }
+        Settings::parse(&params(&[("volume-group", &"v".repeat(127))])).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let with_vg = |key, value| invalid_message(&[("volume-group", "vg0"), (key, value)]);
+        assert!(with_vg("lvm", "lvm").contains("absolute"));
+        assert!(with_vg("lvm-config", " ").contains("lvm-config"));
+        assert!(with_vg("reserve", "1G").contains("reserve"));
+        assert!(with_vg("default-fs-type", "zfs").contains("default-fs-type"));
+        for ratio in ["0.5", "0", "-2", "two", "1e1", ""] {
+            assert!(
+                with_vg("thin-overprovision-ratio", ratio).contains("thin-overprovision-ratio"),
+                "{ratio:?}"
+            );
+        }
+        for percent in ["0", "101", "50.5", "-1", "x"] {
+            assert!(
+                with_vg("snapshot-reserve-percent", percent).contains("snapshot-reserve-percent"),
+                "{percent:?}"
+            );
+        }
+    }
+}
