@@ -57,6 +57,12 @@ struct ServeArgs {
     /// Volumes this node may hold, reported by NodeGetInfo (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_volumes_per_node: i64,
+    /// One of many hosts serving the same driver (a DaemonSet), each holding its own
+    /// node-local volumes: controller calls about another node's node-local volume are
+    /// answered without seeing it (ControllerPublish succeeds, ControllerExpand leaves the
+    /// growth to NodeExpandVolume on the volume's node).
+    #[arg(long, env = "WASMCSI_DISTRIBUTED")]
+    distributed: bool,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -101,6 +107,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         by_id_root: args.by_id_root,
         ephemeral_dir,
         max_volumes_per_node: args.max_volumes_per_node,
+        distributed: args.distributed,
     };
     let driver = Arc::new(Driver::new(args.driver_name, node_id, Backends::new(backends, default.as_deref()), node));
 

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use super::backends::Backends;
 use super::{Driver, convert, inbound, validate};
 use crate::runtime::{
-    Backend, BackendError, CallError, CallState, ContentSource, CreateVolumeRequest, Features, Guest, Secrets, Store,
-    TopologyRequirement,
+    Backend, BackendError, CallError, CallState, ContentSource, CreateVolumeRequest, Expansion, Features, Guest, Secrets,
+    Store, TopologyRequirement,
 };
 
 pub struct ControllerService {
@@ -248,8 +248,12 @@ impl Controller for ControllerService {
         let capability = convert::capability(cap)?;
         let (backend, local) = self.route_volume(&req.volume_id)?;
         if !backend.info.features.contains(Features::PUBLISH_UNPUBLISH) {
-            // Nothing to attach: the node reaches the volume directly.
-            self.ensure_volume(backend, local, &req.volume_id).await?;
+            // Nothing to attach: the node reaches the volume directly. Distributed, a
+            // node-local volume is only visible on its own node: only there is it checked.
+            let elsewhere = self.driver.node.distributed && req.node_id != self.driver.node_id;
+            if !(elsewhere && backend.info.features.contains(Features::NODE_LOCAL)) {
+                self.ensure_volume(backend, local, &req.volume_id).await?;
+            }
             return Ok(Response::new(csi::ControllerPublishVolumeResponse::default()));
         }
         if req.readonly && !backend.info.features.contains(Features::PUBLISH_READONLY) {
@@ -524,7 +528,19 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let local = local.to_owned();
-        let expansion = backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
+        let expansion = match backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity)).await {
+            // Distributed, a node-local volume may live on another node (the resizer's
+            // leader runs anywhere): its own node grows it at NodeExpandVolume.
+            Err(CallError::Backend { error: BackendError::NotFound(_), .. })
+                if self.driver.node.distributed
+                    && backend.info.features.contains(Features::NODE_LOCAL | Features::NODE_EXPANSION) =>
+            {
+                tracing::info!(backend = backend.name(), volume_id = %req.volume_id, "not on this node; its node grows it at NodeExpandVolume");
+                let bytes = if capacity.required_bytes > 0 { capacity.required_bytes } else { capacity.limit_bytes };
+                Expansion { capacity_bytes: bytes, node_expansion_required: true }
+            }
+            other => other?,
+        };
         tracing::info!(backend = backend.name(), volume_id = %req.volume_id, bytes = expansion.capacity_bytes, "volume expanded");
         Ok(Response::new(csi::ControllerExpandVolumeResponse {
             capacity_bytes: i64::try_from(expansion.capacity_bytes).unwrap_or(i64::MAX),

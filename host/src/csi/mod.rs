@@ -42,6 +42,8 @@ pub struct NodeSettings {
     pub ephemeral_dir: PathBuf,
     /// Reported by NodeGetInfo; 0 means no limit.
     pub max_volumes_per_node: i64,
+    /// Other hosts serve the same driver and hold their own node-local volumes (`--distributed`).
+    pub distributed: bool,
 }
 
 impl Driver {

@@ -369,11 +369,22 @@ impl Node for NodeService {
         validate::required("volume_id", &req.volume_id)?;
         self.known(&req.volume_id).await?;
         let path = path_arg("volume_path", &req.volume_path)?;
-        let required = convert::capacity_range(req.capacity_range.as_ref())?.required_bytes;
+        let capacity = convert::capacity_range(req.capacity_range.as_ref())?;
+        let required = capacity.required_bytes;
         if let Some(cap) = &req.volume_capability {
             convert::capability(cap)?;
         }
-        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
+        let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
+        // A node-local volume is grown here, on its node, whichever node's controller
+        // answered ControllerExpandVolume (growing to a size it has is a no-op).
+        if let Some((backend, local)) = self.driver.backends.route(&req.volume_id)
+            && required > 0
+            && backend.info.features.contains(Features::NODE_LOCAL | Features::EXPAND_VOLUMES)
+        {
+            let local = local.to_owned();
+            let secrets = Secrets::from(&req.secrets);
+            backend.call(secrets, guard.clone(), move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
+        }
         let bytes = blocking(guard, move || volume::expand(&path, Instant::now() + TOOL_DEADLINE)).await?;
         if bytes < required {
             return Err(Status::out_of_range(format!(
