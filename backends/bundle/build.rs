@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Backend crates under `backends/` that become components.
-const BACKENDS: &[&str] = &["loopfile", "lvm", "hostile"];
+const BACKENDS: &[&str] = &["loopfile", "lvm", "cloud-disk", "hostile"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -33,7 +33,8 @@ fn main() {
 
     build(workspace, &target_dir);
     for name in BACKENDS {
-        let built = target_dir.join(TARGET).join("release").join(format!("{name}.wasm"));
+        // cargo names a library artifact after the crate, with `-` as `_`.
+        let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
         let copy = out_dir.join(format!("{name}.wasm"));
         std::fs::copy(&built, &copy)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), copy.display()));

@@ -66,7 +66,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::time::{Duration, SystemTime};
 
 use kit::types::{
-    BackendInfo, Capacity, CapacityRange, Device, Error, Expansion, Params, Snapshot, SnapshotPage, Topology, Volume,
+    BackendInfo, Capacity, CapacityRange, Device, Disk, Error, Expansion, Params, Snapshot, SnapshotPage, Topology, Volume,
     VolumeCapability, VolumePage,
 };
 
@@ -175,8 +175,12 @@ impl Guest for CloudDisk {
     /// The disk is found on the node by its serial; the device path the attach chose is the
     /// fallback once the WIT's `disk` case carries it.
     fn node_device(volume_id: String, _volume_context: Params, publish_context: Params) -> Result<Device, Error> {
-        let (serial, _path) = node::device(&volume_id, &publish_context)?;
-        Ok(Device::Serial(serial))
+        let (serial, path) = node::device(&volume_id, &publish_context)?;
+        Ok(Device::Disk(Disk { serial, path }))
+    }
+
+    fn node_topology() -> Result<Topology, Error> {
+        with_ctx(node::topology)
     }
 }
 

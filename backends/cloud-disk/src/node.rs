@@ -32,7 +32,6 @@ pub fn device(volume_id: &str, publish_context: &[(String, String)]) -> Result<(
 
 /// This node's topology segment: the availability zone of the instance the host runs on
 /// (its node id is the instance id).
-#[cfg_attr(not(test), expect(dead_code, reason = "exported once the WIT has node-topology"))]
 pub fn topology(ctx: &Ctx) -> Result<Topology, Error> {
     let node_id = ctx.platform.node_id();
     if !ids::is_instance(&node_id) {

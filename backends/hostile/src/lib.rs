@@ -11,7 +11,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "backend-component" });
 use csi::backend::host;
 use csi::backend::types::{
     BackendInfo, Capacity, CapacityRange, Device, Error, Expansion, Features, Params, Snapshot,
-    SnapshotPage, Volume, VolumeCapability, VolumePage,
+    SnapshotPage, Topology, Volume, VolumeCapability, VolumePage,
 };
 use exports::csi::backend::backend::{CreateVolumeRequest, Guest};
 
@@ -114,6 +114,10 @@ impl Guest for Hostile {
     }
     fn node_device(_: String, _: Params, _: Params) -> Result<Device, Error> {
         unimplemented()
+    }
+
+    fn node_topology() -> Result<Topology, Error> {
+        Ok(Vec::new())
     }
 }
 

@@ -137,6 +137,11 @@ impl Guest for Loopfile {
     fn node_device(volume_id: String, _volume_context: Params, _publish_context: Params) -> Result<Device, Error> {
         with_ctx(|ctx| volumes::node_device(ctx, &volume_id))
     }
+
+    /// Node-local: the host reports the node itself.
+    fn node_topology() -> Result<Topology, Error> {
+        Ok(Vec::new())
+    }
 }
 
 /// Runs an operation against this instance's settings and the real host.

@@ -145,6 +145,11 @@ impl Guest for Lvm {
     fn node_device(volume_id: String, volume_context: Params, _publish_context: Params) -> Result<Device, Error> {
         with_ctx(|ctx| volumes::node_device(ctx, &volume_id, &volume_context))
     }
+
+    /// Node-local: the host reports the node itself.
+    fn node_topology() -> Result<Topology, Error> {
+        Ok(Vec::new())
+    }
 }
 
 /// Runs an operation against this instance's settings and the real host.

@@ -1,7 +1,8 @@
 //! A test host for backend components: it loads a component through the real host
 //! runtime (same linker, grants, limits and error mapping as production) with temporary
-//! granted directories and a recording fake `exec`, so every backend can be unit-tested
-//! under plain `cargo test`, without root and without the tools it drives.
+//! granted directories, a recording fake `exec` and a recording fake HTTP responder (behind
+//! the real origin grant check), so every backend can be unit-tested under plain
+//! `cargo test`, without root, without the tools it drives and without a network.
 //!
 //! ```no_run
 //! use backend_testkit::{TestHost, ok, volume_request};
@@ -32,6 +33,7 @@ use wasmcsi::command::Executor;
 use wasmcsi::config::{BackendConfig, CommandGrant, DirectoryGrant, GrantsConfig, Scalar};
 use wasmcsi::runtime::csi::backend::types::{Capacity, Expansion, SnapshotPage, VolumePage};
 use wasmcsi::runtime::Runtime;
+use wasmcsi::runtime::http::{HttpSender, Origin, SendFuture};
 
 pub use wasmcsi::command::Output;
 pub use wasmcsi::config::LimitsConfig;
@@ -42,6 +44,7 @@ pub use wasmcsi::runtime::{
     CreateVolumeRequest, Device, Features, Guest, LoadError, MountAccess, Secrets, Snapshot, Store, Volume,
     VolumeCapability,
 };
+pub use wasmcsi::runtime::http::HttpError;
 /// The remaining WIT types (pages, capacity, expansion, …).
 pub use wasmcsi::runtime::csi::backend::types;
 
@@ -106,11 +109,81 @@ impl Executor for FakeExec {
     }
 }
 
+/// One HTTP request the backend sent to a granted origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub method: String,
+    /// The full request URI, e.g. `http://ec2.test:80/`.
+    pub uri: String,
+    /// Header names are lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpCall {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted answer: a status and a body, or a transport failure.
+pub type HttpAnswer = Result<(u16, Vec<u8>), HttpError>;
+
+type HttpResponder = Box<dyn FnMut(&HttpCall) -> HttpAnswer + Send>;
+
+/// Records every request that passed the host's origin check and answers it with a
+/// scripted responder (by default: 404, empty body).
+pub struct FakeHttp {
+    calls: Mutex<Vec<HttpCall>>,
+    responder: Mutex<HttpResponder>,
+}
+
+impl FakeHttp {
+    /// Replaces how requests are answered.
+    pub fn respond(&self, responder: impl FnMut(&HttpCall) -> HttpAnswer + Send + 'static) {
+        *self.responder.lock().unwrap() = Box::new(responder);
+    }
+
+    /// Every request sent so far, in order.
+    pub fn calls(&self) -> Vec<HttpCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+impl HttpSender for FakeHttp {
+    fn send(&self, _origin: &Origin, request: http::Request<bytes::Bytes>, _options: Option<wasmcsi::runtime::http::RequestOptions>, max_response: usize) -> SendFuture {
+        let headers = request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        let call = HttpCall { method: request.method().to_string(), uri: request.uri().to_string(), headers, body: request.body().to_vec() };
+        self.calls.lock().unwrap().push(call.clone());
+        let answer = (self.responder.lock().unwrap())(&call).and_then(|(status, body)| {
+            if body.len() > max_response {
+                return Err(HttpError::HttpResponseBodySize(Some(body.len() as u64)));
+            }
+            http::Response::builder()
+                .status(status)
+                .body(bytes::Bytes::from(body))
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+        });
+        Box::pin(async move { answer })
+    }
+}
+
 pub struct Builder {
     wasm: Vec<u8>,
     guest_dirs: Vec<String>,
     commands: Vec<CommandGrant>,
     responder: Responder,
+    origins: Vec<String>,
+    http_responder: HttpResponder,
+    secret_env: Vec<String>,
     settings: BTreeMap<String, Scalar>,
     limits: LimitsConfig,
     node_id: String,
@@ -152,10 +225,29 @@ impl Builder {
         self
     }
 
+    /// Grants outgoing HTTP to `origin` (`scheme://host[:port]`).
+    pub fn http_origin(mut self, origin: &str) -> Self {
+        self.origins.push(origin.to_owned());
+        self
+    }
+
+    /// How granted HTTP requests are answered, from the load on.
+    pub fn http_respond(mut self, responder: impl FnMut(&HttpCall) -> HttpAnswer + Send + 'static) -> Self {
+        self.http_responder = Box::new(responder);
+        self
+    }
+
+    /// Lets the backend read the host environment variable `name` through `host.secret`.
+    pub fn secret_env(mut self, name: &str) -> Self {
+        self.secret_env.push(name.to_owned());
+        self
+    }
+
     /// Loads the component as the host would: info, then validate-settings.
     pub fn build(self) -> Result<TestHost, LoadError> {
         let temp = tempfile::tempdir().expect("create a temporary directory");
         let exec = Arc::new(FakeExec::new(self.responder));
+        let http = Arc::new(FakeHttp { calls: Mutex::new(Vec::new()), responder: Mutex::new(self.http_responder) });
         let directories: Vec<DirectoryGrant> = self
             .guest_dirs
             .iter()
@@ -166,11 +258,18 @@ impl Builder {
             name: "test".into(),
             module: "test-component".into(),
             default: true,
-            grants: GrantsConfig { directories: directories.clone(), commands: self.commands, ..GrantsConfig::default() },
+            grants: GrantsConfig {
+                directories: directories.clone(),
+                commands: self.commands,
+                http: self.origins,
+                secret_env: self.secret_env,
+                ..GrantsConfig::default()
+            },
             limits: self.limits,
             settings: self.settings,
         };
-        let runtime = Runtime::new(&shared_cache_dir(), exec.clone(), config.limits.concurrency as u32).expect("start the wasm runtime");
+        let mut runtime = Runtime::new(&shared_cache_dir(), exec.clone(), config.limits.concurrency as u32).expect("start the wasm runtime");
+        runtime.set_http_sender(http.clone());
         let backend = {
             // One load at a time per process: parallel tests would otherwise all compile the
             // same component at once, and race on the cache's temporary file.
@@ -178,7 +277,7 @@ impl Builder {
             runtime.load_bytes(&config, &self.wasm, &self.node_id)?
         };
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("start tokio");
-        Ok(TestHost { backend, exec, directories, tokio, _temp: temp })
+        Ok(TestHost { backend, exec, http, directories, tokio, _temp: temp })
     }
 }
 
@@ -196,6 +295,7 @@ fn shared_cache_dir() -> PathBuf {
 pub struct TestHost {
     backend: wasmcsi::runtime::Backend,
     exec: Arc<FakeExec>,
+    http: Arc<FakeHttp>,
     directories: Vec<DirectoryGrant>,
     tokio: tokio::runtime::Runtime,
     _temp: tempfile::TempDir,
@@ -217,6 +317,9 @@ impl TestHost {
             guest_dirs: Vec::new(),
             commands: Vec::new(),
             responder: Box::new(|_| ok(b"")),
+            origins: Vec::new(),
+            http_responder: Box::new(|_| Ok((404, Vec::new()))),
+            secret_env: Vec::new(),
             settings: BTreeMap::new(),
             limits: LimitsConfig::default(),
             node_id: "test-node".into(),
@@ -234,6 +337,10 @@ impl TestHost {
 
     pub fn exec(&self) -> &FakeExec {
         &self.exec
+    }
+
+    pub fn http(&self) -> &FakeHttp {
+        &self.http
     }
 
     /// Calls one backend export in a fresh instance, exactly as the host does.
@@ -343,6 +450,10 @@ impl TestHost {
     pub fn node_device(&self, volume_id: &str, volume_context: Params, publish_context: Params) -> Result<Device, CallError> {
         let id = volume_id.to_owned();
         self.call(move |g, s| g.call_node_device(s, &id, &volume_context, &publish_context))
+    }
+
+    pub fn node_topology(&self) -> Result<Params, CallError> {
+        self.call(|g, s| g.call_node_topology(s))
     }
 }
 

@@ -6,7 +6,7 @@
 //! created, staged under the host's data directory and published in one call, and
 //! unstaged and deleted again at NodeUnpublish.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -424,10 +424,21 @@ impl Node for NodeService {
     async fn node_get_info(&self, request: Request<csi::NodeGetInfoRequest>) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
         inbound("NodeGetInfo", request);
         let driver = &self.driver;
-        let accessible_topology = driver
-            .backends
-            .any(Features::NODE_LOCAL)
-            .then(|| convert::topology(&convert::node_segment(&driver.node_topology_key(), &driver.node_id)));
+        let mut segments = BTreeMap::new();
+        if driver.backends.any(Features::NODE_LOCAL) {
+            segments.extend(convert::node_segment(&driver.node_topology_key(), &driver.node_id));
+        }
+        // Backends with topology keys of their own (a cloud zone) say where this node is.
+        for backend in driver.backends.iter().filter(|b| !b.info.topology_keys.is_empty()) {
+            let segment = backend.call(Secrets::default(), (), |g, s| g.call_node_topology(s)).await?;
+            for (key, value) in segment {
+                if !backend.info.topology_keys.contains(&key) {
+                    return Err(Status::internal(format!("backend {} answered topology key {key:?}, which it does not declare", backend.name())));
+                }
+                segments.insert(key, value);
+            }
+        }
+        let accessible_topology = (!segments.is_empty()).then(|| csi::Topology { segments: segments.into_iter().collect() });
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: driver.node_id.clone(),
             max_volumes_per_node: driver.node.max_volumes_per_node,

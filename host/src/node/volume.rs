@@ -18,7 +18,7 @@ use super::filesystem::{self, Content, FsType};
 use super::mount::{self, MountOptions, Unmounted};
 use super::mountinfo::MountTable;
 use super::{DeviceNumber, loopdev, paths, stats};
-use crate::runtime::Device;
+use crate::runtime::{Device, Disk};
 use crate::runtime::grants::Grants;
 
 /// The loop driver's block major.
@@ -84,7 +84,7 @@ pub fn realise(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Re
             Ok(Realised { path: device.path, number: device.device, attached_now: true })
         }
         Device::Block(path) => granted_block_device(path, grants),
-        Device::Serial(serial) => by_serial(by_id_root, serial),
+        Device::Disk(disk) => attached_disk(disk, grants, by_id_root),
     }
 }
 
@@ -96,7 +96,7 @@ pub fn locate(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Opt
             Ok(loopdev::find(file.as_fd(), &host_path).map_err(internal)?.map(|d| d.device))
         }
         Device::Block(path) => Ok(granted_block_device(path, grants).ok().map(|d| d.number)),
-        Device::Serial(serial) => Ok(by_serial(by_id_root, serial).ok().map(|d| d.number)),
+        Device::Disk(disk) => Ok(attached_disk(disk, grants, by_id_root).ok().map(|d| d.number)),
     }
 }
 
@@ -140,6 +140,16 @@ fn block_device(path: &Path) -> Result<Realised, NodeError> {
         return Err(NodeError::FailedPrecondition(format!("{} is not a block device", path.display())));
     }
     Ok(Realised { path: path.to_owned(), number: DeviceNumber::from_dev_t(meta.rdev()), attached_now: false })
+}
+
+/// An attached disk: by its serial under the by-id root, else at the device path the
+/// backend gives (which must be granted).
+fn attached_disk(disk: &Disk, grants: &Grants, by_id_root: &Path) -> Result<Realised, NodeError> {
+    match by_serial(by_id_root, &disk.serial) {
+        Err(NodeError::NotFound(why)) if !disk.path.is_empty() => granted_block_device(&disk.path, grants)
+            .map_err(|e| NodeError::NotFound(format!("{why}, and at {}: {e}", disk.path))),
+        found => found,
+    }
 }
 
 /// Finds the disk whose by-id name ends with `serial` (as cloud disks appear, e.g.

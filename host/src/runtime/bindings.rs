@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use csi::backend::types::{
-    AccessMode, AccessType, BackendInfo, CapacityRange, ContentSource, Device, Error as BackendError, Expansion,
+    AccessMode, AccessType, BackendInfo, CapacityRange, ContentSource, Device, Disk, Error as BackendError, Expansion,
     Features,
     MountAccess, Snapshot, TopologyRequirement, Volume, VolumeCapability,
 };

@@ -19,7 +19,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
+
+pub use wasmtime_wasi_http::RequestOptions;
+
+/// Why an outgoing request failed, as the guest sees it (`wasi:http` error codes).
+pub use wasmtime_wasi_http::Error as HttpError;
 
 /// A buffered request or response.
 pub type Request = http::Request<Bytes>;

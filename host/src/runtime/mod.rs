@@ -146,7 +146,8 @@ fn module_bytes(module: &str) -> Result<Vec<u8>, String> {
     match module.strip_prefix(BUILTIN_PREFIX) {
         Some("loopfile") => Ok(backend_bundle::LOOPFILE.to_vec()),
         Some("lvm") => Ok(backend_bundle::LVM.to_vec()),
-        Some(other) => Err(format!("no builtin module {other:?} (builtin modules: loopfile, lvm)")),
+        Some("cloud-disk") => Ok(backend_bundle::CLOUD_DISK.to_vec()),
+        Some(other) => Err(format!("no builtin module {other:?} (builtin modules: loopfile, lvm, cloud-disk)")),
         None => std::fs::read(module).map_err(|e| format!("read module {module}: {e}")),
     }
 }
