@@ -20,10 +20,10 @@ fi
 # rust-toolchain.toml lists wasm32-wasip2; make sure rustup has it before cargo needs it.
 rustup target add wasm32-wasip2 >/dev/null
 
-# tests/deploy.rs validates the Kubernetes manifests with kubernetes-validate, kept in a venv.
-if [ ! -x target/venv/bin/kubernetes-validate ]; then
-    python3 -m venv target/venv
-    target/venv/bin/pip install -q kubernetes-validate==1.37.0
-fi
+# Python tools of the tests, kept in a venv: kubernetes-validate (tests/deploy.rs checks the
+# manifests) and moto's EC2 emulator (tests/cloud_disk.rs starts moto_server on loopback).
+[ -x target/venv/bin/python ] || python3 -m venv target/venv
+[ -x target/venv/bin/kubernetes-validate ] || target/venv/bin/pip install -q kubernetes-validate==1.37.0
+[ -x target/venv/bin/moto_server ] || target/venv/bin/pip install -q "moto[server,ec2]==5.1.22"
 
 cargo test --workspace --locked "$@"

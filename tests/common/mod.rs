@@ -52,6 +52,8 @@ pub struct Host {
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
+    node_id: String,
     rust_log: String,
     child: Option<Child>,
     /// Number of processes started so far; each writes `stderr-<n>.log`.
@@ -64,7 +66,7 @@ impl Host {
         let tmp = tempfile::Builder::new().prefix("wasmcsi-e2e-").tempdir().expect("create temp dir");
         let socket = tmp.path().join("csi.sock");
         let data_dir = tmp.path().join("data");
-        Host { tmp, socket, data_dir, config: None, extra_args: Vec::new(), rust_log: "info".into(), child: None, runs: 0 }
+        Host { tmp, socket, data_dir, config: None, extra_args: Vec::new(), envs: Vec::new(), node_id: NODE_ID.into(), rust_log: "info".into(), child: None, runs: 0 }
     }
 
     /// Starts a host with the embedded default backend and waits until it is ready.
@@ -96,6 +98,18 @@ impl Host {
         self
     }
 
+    /// `--node-id` (default [`NODE_ID`]).
+    pub fn set_node_id(&mut self, node_id: &str) -> &mut Self {
+        self.node_id = node_id.into();
+        self
+    }
+
+    /// An environment variable of the process (kept across restarts).
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     /// `RUST_LOG` of the process (default `info`).
     pub fn rust_log(&mut self, filter: &str) -> &mut Self {
         self.rust_log = filter.into();
@@ -117,7 +131,7 @@ impl Host {
             "--data-dir".into(),
             self.data_dir.display().to_string(),
             "--node-id".into(),
-            NODE_ID.into(),
+            self.node_id.clone(),
         ];
         if let Some(config) = &self.config {
             args.push("--config".into());
@@ -143,9 +157,10 @@ impl Host {
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         // The binary reads these from the environment; a developer's shell must not steer the tests.
-        for var in ["CSI_ENDPOINT", "NODE_ID", "WASMCSI_CONFIG", "WASMCSI_DATA_DIR", "CSI_DRIVER_NAME"] {
+        for var in ["CSI_ENDPOINT", "NODE_ID", "WASMCSI_CONFIG", "WASMCSI_DATA_DIR", "CSI_DRIVER_NAME", "WASMCSI_DISTRIBUTED"] {
             command.env_remove(var);
         }
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         self.child = Some(command.spawn().expect("spawn the wasmcsi binary"));
     }
 
@@ -574,7 +589,7 @@ pub fn set<T: Ord, I: IntoIterator<Item = T>>(items: I) -> BTreeSet<T> {
 #[path = "../../host/src/node/test_gate.rs"]
 mod test_gate;
 #[allow(unused_imports)] // each test crate uses a part of this module
-pub use test_gate::{privileged, privileged_with};
+pub use test_gate::{cannot_run, privileged, privileged_with};
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,6 +57,12 @@ impl Driver {
         self.node.ephemeral_dir.join(&hex::encode(Sha256::digest(volume_id.as_bytes()))[..32])
     }
 
+    /// The host directories granted to any backend: where every file the host
+    /// loop-attaches lives.
+    pub fn granted_directories(&self) -> Vec<PathBuf> {
+        self.backends.iter().flat_map(|b| b.grants().directories.iter().map(|d| d.host.clone())).collect()
+    }
+
     /// Topology key whose segment is the node id, carried by node-local volumes.
     pub fn node_topology_key(&self) -> String {
         format!("topology.{}/node", self.name)

@@ -158,8 +158,9 @@ impl NodeService {
             None => None,
         };
         let unstaged = staging.clone();
+        let granted = self.driver.granted_directories();
         blocking(guard, move || {
-            volume::unstage(&unstaged, backing.as_deref())?;
+            volume::unstage(&unstaged, backing.as_deref(), &granted)?;
             paths::remove_target(&unstaged)?;
             Ok(())
         })
@@ -274,7 +275,8 @@ impl Node for NodeService {
             Some((backend, local)) => self.backing_file(backend, local).await,
             None => None,
         };
-        blocking(guard, move || volume::unstage(&staging, backing.as_deref())).await?;
+        let granted = self.driver.granted_directories();
+        blocking(guard, move || volume::unstage(&staging, backing.as_deref(), &granted)).await?;
         tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume unstaged");
         Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
@@ -317,7 +319,8 @@ impl Node for NodeService {
         let target = path_arg("target_path", &req.target_path)?;
         // Shared by each blocking step, so the lock lasts until the last one really ends.
         let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
-        blocking(guard.clone(), move || volume::unpublish(&target)).await?;
+        let granted = self.driver.granted_directories();
+        blocking(guard.clone(), move || volume::unpublish(&target, &granted)).await?;
         let ephemeral = self.driver.ephemeral_staging(&req.volume_id);
         if tokio::fs::try_exists(&ephemeral).await.unwrap_or(false) {
             self.remove_ephemeral(&req.volume_id, ephemeral, guard).await?;

@@ -7,7 +7,8 @@ use std::path::Path;
 /// Set in CI: a test that cannot run for lack of root or a tool fails instead of skipping.
 pub const REQUIRE_ENV: &str = "WASMCSI_REQUIRE_PRIVILEGED_TESTS";
 
-fn cannot_run(test: &str, why: &str) -> bool {
+/// Skips (false) with a note, or panics when CI requires every test to run.
+pub fn cannot_run(test: &str, why: &str) -> bool {
     if std::env::var_os(REQUIRE_ENV).is_some() {
         panic!("{test} could not run: {why}, and {REQUIRE_ENV} is set");
     }

@@ -288,7 +288,11 @@ fn unmount_all(path: &Path) -> Result<Option<DeviceNumber>, NodeError> {
 /// file of a block volume) and detaches `backing`'s loop devices once nothing mounts them.
 /// The staged-device file is only touched when the staging path is not a mount, so a file
 /// of that name inside a volume's filesystem is never removed.
-pub fn unstage(staging: &Path, backing: Option<&Path>) -> Result<(), NodeError> {
+///
+/// Only loop devices of files under `granted` (the backends' granted directories, where
+/// every file the host loop-attaches lives) are detached: a disk that merely is a loop
+/// device (a test's stand-in for a cloud disk, an operator's block grant) is not the host's.
+pub fn unstage(staging: &Path, backing: Option<&Path>, granted: &[PathBuf]) -> Result<(), NodeError> {
     let mut devices = Vec::new();
     if MountTable::read().map_err(internal)?.is_mount_point(staging) {
         devices.extend(unmount_all(staging)?);
@@ -302,12 +306,19 @@ pub fn unstage(staging: &Path, backing: Option<&Path>) -> Result<(), NodeError> 
         devices.extend(loopdev::find_by_path(backing).map_err(internal)?.into_iter().map(|d| d.device));
     }
     let table = MountTable::read().map_err(internal)?;
-    for number in devices.into_iter().filter(|n| n.major == LOOP_MAJOR) {
-        if table.of_device(number).next().is_none() {
-            loopdev::detach(&device_path(number)?).map_err(internal)?;
+    let attached = host_attached(granted)?;
+    for device in attached.iter().filter(|d| devices.contains(&d.device)) {
+        if table.of_device(device.device).next().is_none() {
+            loopdev::detach(&device.path).map_err(internal)?;
         }
     }
     Ok(())
+}
+
+/// The loop devices the host attached: those of files under a granted directory.
+fn host_attached(granted: &[PathBuf]) -> Result<Vec<loopdev::LoopDevice>, NodeError> {
+    let all = loopdev::list().map_err(internal)?;
+    Ok(all.into_iter().filter(|d| granted.iter().any(|root| d.backing_file.starts_with(root))).collect())
 }
 
 /// Publishes a staged volume at `target`: a bind of the staging mount, or of the staged
@@ -363,12 +374,12 @@ pub fn publish(
 
 /// Undoes [`publish`]: unmounts and removes the target (a target already gone is fine),
 /// and detaches a read-only view no other target binds any more.
-pub fn unpublish(target: &Path) -> Result<(), NodeError> {
+pub fn unpublish(target: &Path, granted: &[PathBuf]) -> Result<(), NodeError> {
     let bound = bound_device(target)?;
     unmount_all(target)?;
     paths::remove_target(target)?;
     let Some(number) = bound.filter(|n| n.major == LOOP_MAJOR) else { return Ok(()) };
-    let view = loopdev::list().map_err(internal)?.into_iter().find(|d| d.device == number && d.read_only);
+    let view = host_attached(granted)?.into_iter().find(|d| d.device == number && d.read_only);
     if let Some(view) = view {
         // A bind of a device node shows in mountinfo as devtmpfs with the node as its root.
         let node = Path::new("/").join(view.path.file_name().unwrap_or_default());

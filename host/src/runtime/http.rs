@@ -177,18 +177,17 @@ impl WasiHttpHooks for GrantedHttp {
         let (sender, deadline, max_response) = (self.sender.clone(), self.deadline, self.max_response);
         let method = request.method().clone();
         Box::new(async move {
+            let (parts, body) = request.into_parts();
+            // Read the body even when the request is denied: the guest is still writing it,
+            // and should learn of the denial from the response, not from a closed stream.
+            let body = Limited::new(body, MAX_REQUEST_BYTES).collect().await;
             let Some(origin) = granted else {
                 let target = origin.map_or_else(|| "a URI without an http(s) origin".to_string(), |o| o.to_string());
                 tracing::warn!(%backend, %method, %target, "denied: outgoing HTTP to an origin not granted");
                 return Err(HttpError::HttpRequestDenied);
             };
             tracing::debug!(%backend, %method, %origin, "outgoing HTTP");
-            let (parts, body) = request.into_parts();
-            let body = Limited::new(body, MAX_REQUEST_BYTES)
-                .collect()
-                .await
-                .map_err(|_| HttpError::HttpRequestBodySize(None))?
-                .to_bytes();
+            let body = body.map_err(|_| HttpError::HttpRequestBodySize(None))?.to_bytes();
             let send = sender.send(&origin, Request::from_parts(parts, body), options, max_response);
             let response = tokio::time::timeout_at(deadline.into(), send).await.map_err(|_| HttpError::ConnectionTimeout)??;
             let response = response.map(|body| Full::new(body).map_err(|never| match never {}).boxed_unsync());
