@@ -95,6 +95,7 @@ const SETUP_REQUESTS: usize = 4;
 struct Setup {
     instance_id: String,
     zone: String,
+    private_dns_name: String,
     access_key_id: String,
     secret_access_key: String,
 }
@@ -196,12 +197,14 @@ async fn the_full_csi_flow_against_moto() {
     }
     let moto = Moto::start(false);
     let node = setup(&moto, false);
-    let host = start_host(&moto.endpoint(), &moto.endpoint(), &node.instance_id, &node).await;
+    // As in the DaemonSet, the node id is the Kubernetes node name: on EC2 the instance's
+    // private DNS name, which the backend resolves to the instance.
+    let host = start_host(&moto.endpoint(), &moto.endpoint(), &node.private_dns_name, &node).await;
     let (mut c, mut n) = (host.controller().await, host.node().await);
 
     // The node reports its zone, which the backend looked up for its instance.
     let info = expect_ok(n.node_get_info(csi::NodeGetInfoRequest {}).await, "NodeGetInfo");
-    assert_eq!(info.node_id, node.instance_id);
+    assert_eq!(info.node_id, node.private_dns_name);
     assert_eq!(info.accessible_topology, Some(zone(&node.zone)));
 
     // Create: GiB rounding, the zone from the requirements, idempotent by name.
@@ -216,7 +219,7 @@ async fn the_full_csi_flow_against_moto() {
     // Attach to the node's instance; attaching again is fine.
     let publish = csi::ControllerPublishVolumeRequest {
         volume_id: volume.volume_id.clone(),
-        node_id: node.instance_id.clone(),
+        node_id: info.node_id.clone(),
         volume_capability: Some(cap.clone()),
         volume_context: volume.volume_context.clone(),
         ..Default::default()
@@ -318,7 +321,7 @@ async fn the_full_csi_flow_against_moto() {
     drop(disk);
     let unpublish = csi::ControllerUnpublishVolumeRequest {
         volume_id: volume.volume_id.clone(),
-        node_id: node.instance_id.clone(),
+        node_id: info.node_id.clone(),
         ..Default::default()
     };
     expect_ok(c.controller_unpublish_volume(unpublish.clone()).await, "ControllerUnpublishVolume");

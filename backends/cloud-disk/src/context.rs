@@ -14,7 +14,8 @@ use crate::transport::Transport;
 pub trait Platform {
     /// `host.secret`: from the CSI request's `secrets`, else the instance's granted env.
     fn secret(&self, name: &str) -> Option<String>;
-    /// `host.node-id`: the EC2 instance id of the node this host runs on.
+    /// `host.node-id`: the node this host runs on (an instance id or a node name, see
+    /// `node::instance_id`).
     fn node_id(&self) -> String;
     /// Wall-clock time: SigV4 dates and the wait budget.
     fn now(&self) -> SystemTime;
@@ -61,13 +62,18 @@ impl<'p> Ctx<'p> {
     }
 }
 
-/// A native [`Platform`] whose clock only moves when slept on, for the unit tests.
-#[cfg(test)]
+/// The test credentials and node, and (unit tests only) a native [`Platform`] whose clock
+/// only moves when slept on.
+#[cfg(any(test, feature = "fake"))]
 pub mod fake {
+    #[cfg(test)]
     use std::cell::{Cell, RefCell};
+    #[cfg(test)]
     use std::collections::BTreeMap;
+    #[cfg(test)]
     use std::time::{Duration, SystemTime};
 
+    #[cfg(test)]
     use super::Platform;
 
     pub const ACCESS_KEY_ID: &str = "AKIDEXAMPLE0000000001";
@@ -75,13 +81,16 @@ pub mod fake {
     pub const SESSION_TOKEN: &str = "FQoGZXIvYXdzEXAMPLEsessionTOKEN//////////wEaDPd";
     pub const NODE_ID: &str = "i-0123456789abcdef0";
 
+    #[cfg(test)]
     pub struct FakePlatform {
         pub secrets: RefCell<BTreeMap<String, String>>,
         pub now: Cell<SystemTime>,
         pub slept: RefCell<Vec<Duration>>,
         pub logs: RefCell<Vec<String>>,
+        pub node_id: String,
     }
 
+    #[cfg(test)]
     impl FakePlatform {
         /// Credentials granted (with a session token), the clock at 2015-08-30T12:36:00Z.
         pub fn new() -> FakePlatform {
@@ -95,7 +104,14 @@ pub mod fake {
                 now: Cell::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160)),
                 slept: RefCell::new(Vec::new()),
                 logs: RefCell::new(Vec::new()),
+                node_id: NODE_ID.into(),
             }
+        }
+
+        /// The same platform on another node.
+        pub fn with_node_id(mut self, node_id: &str) -> FakePlatform {
+            self.node_id = node_id.into();
+            self
         }
 
         pub fn total_slept(&self) -> Duration {
@@ -103,13 +119,14 @@ pub mod fake {
         }
     }
 
+    #[cfg(test)]
     impl Platform for FakePlatform {
         fn secret(&self, name: &str) -> Option<String> {
             self.secrets.borrow().get(name).cloned()
         }
 
         fn node_id(&self) -> String {
-            NODE_ID.into()
+            self.node_id.clone()
         }
 
         fn now(&self) -> SystemTime {

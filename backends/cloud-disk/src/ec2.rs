@@ -127,6 +127,12 @@ impl<'c> Ec2<'c> {
         }
     }
 
+    /// The instances whose private DNS name is `name` (one, unless the name is ambiguous).
+    pub fn instances_named(&self, name: &str) -> Result<Vec<Instance>, Failure> {
+        let query = Query::new("DescribeInstances").filter("private-dns-name", &[name]);
+        self.call(query, model::instances)
+    }
+
     /// Starts changing a volume's size and/or tuning.
     pub fn modify_volume(&self, id: &str, size_gib: Option<u64>, tuning: &Tuning) -> Result<Modification, Failure> {
         let query = Query::new("ModifyVolume")

@@ -1,31 +1,38 @@
-//! A fake EC2 behind the [`Transport`] trait, for the unit tests: a small in-memory state
-//! machine that checks every request's SigV4 signature, parses the form body, and answers
-//! with the response shapes EC2 uses (namespaced XML, `<Response><Errors>` documents).
+//! A fake EC2: a small in-memory state machine that checks every request's SigV4
+//! signature, parses the form body, and answers with the response shapes EC2 uses
+//! (namespaced XML, `<Response><Errors>` documents).
+//!
+//! The unit tests reach it through the [`Transport`] trait; with the crate feature `fake`
+//! it is public, and [`FakeEc2::serve`] answers a request as an HTTP server would, so the
+//! testkit's fake HTTP can put it behind the real component in wasmtime.
 //!
 //! Changes take scripted time: a volume stays `creating`, an attachment `attaching` or
 //! `detaching`, a modification `modifying`, a snapshot `pending` for a set number of
 //! Describe calls that show it. Failures (throttling, 5xx, timeouts, any error document)
 //! can be queued per action. Every request is recorded.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::clock;
-use crate::context::Ctx;
-use crate::context::fake::{self, FakePlatform};
 use crate::credentials::Credentials;
 use crate::query::percent_decode;
-use crate::settings::Settings;
 use crate::sigv4::{self, Scope};
-use crate::transport::{HttpRequest, HttpResponse, Transport, TransportError, TransportErrorKind};
+use crate::transport::{HttpRequest, HttpResponse, Scheme, Transport, TransportError, TransportErrorKind};
+
+pub use crate::context::fake::{ACCESS_KEY_ID, NODE_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 
 pub const ZONE: &str = "us-east-1a";
 pub const OTHER_ZONE: &str = "us-east-1b";
+/// The region the fake signs in (the zones' region).
+pub const REGION: &str = "us-east-1";
 /// An instance in [`ZONE`] besides the platform's node.
 pub const OTHER_NODE: &str = "i-0fedcba9876543210";
 /// An instance in [`OTHER_ZONE`].
 pub const FAR_NODE: &str = "i-0aaaaaaaaaaaaaaa1";
+/// The private DNS name of [`NODE_ID`] (a Kubernetes node name on EC2).
+pub const NODE_DNS_NAME: &str = "ip-10-0-1-17.ec2.internal";
 const ZONES: [&str; 3] = [ZONE, OTHER_ZONE, "us-east-1c"];
 const NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 /// EC2's bounds on `MaxResults`.
@@ -33,44 +40,65 @@ const MAX_RESULTS: std::ops::RangeInclusive<usize> = 5..=1000;
 
 /// Fails the test if `text` holds any of the fake credentials.
 pub fn assert_no_credentials(text: &str) {
-    for secret in [fake::ACCESS_KEY_ID, fake::SECRET_ACCESS_KEY, fake::SESSION_TOKEN] {
+    for secret in [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN] {
         assert!(!text.contains(secret), "a credential leaked into: {text}");
     }
 }
 
-/// A context for one call against `ec2`.
-pub fn ctx_with<'p>(platform: &'p FakePlatform, ec2: &'p FakeEc2, settings: Settings) -> Ctx<'p> {
-    Ctx::new(settings, platform, ec2)
-}
+#[cfg(test)]
+pub use fixture::{Fixture, ctx_with};
 
-/// A platform and a fake EC2; each [`Fixture::ctx`] is a fresh call.
-pub struct Fixture {
-    pub platform: FakePlatform,
-    pub ec2: FakeEc2,
-}
+#[cfg(test)]
+mod fixture {
+    use super::{FakeEc2, assert_no_credentials};
+    use crate::context::Ctx;
+    use crate::context::fake::FakePlatform;
+    use crate::settings::Settings;
 
-impl Fixture {
-    pub fn new() -> Fixture {
-        Fixture {
-            platform: FakePlatform::new(),
-            ec2: FakeEc2::new(),
+    /// A context for one call against `ec2`.
+    pub fn ctx_with<'p>(platform: &'p FakePlatform, ec2: &'p FakeEc2, settings: Settings) -> Ctx<'p> {
+        Ctx::new(settings, platform, ec2)
+    }
+
+    /// A platform and a fake EC2; each [`Fixture::ctx`] is a fresh call.
+    pub struct Fixture {
+        pub platform: FakePlatform,
+        pub ec2: FakeEc2,
+    }
+
+    impl Default for Fixture {
+        fn default() -> Fixture {
+            Fixture::new()
         }
     }
 
-    pub fn ctx(&self) -> Ctx<'_> {
-        ctx_with(&self.platform, &self.ec2, Settings::for_tests())
-    }
-
-    /// Checks an error a test produced: no credential in it, then hands it back.
-    pub fn checked<T: std::fmt::Debug>(&self, result: Result<T, kit::types::Error>) -> kit::types::Error {
-        let error = result.expect_err("expected an error");
-        assert_no_credentials(&format!("{error:?}"));
-        for log in self.platform.logs.borrow().iter() {
-            assert_no_credentials(log);
+    impl Fixture {
+        pub fn new() -> Fixture {
+            Fixture {
+                platform: FakePlatform::new(),
+                ec2: FakeEc2::new(),
+            }
         }
-        error
+
+        pub fn ctx(&self) -> Ctx<'_> {
+            ctx_with(&self.platform, &self.ec2, Settings::for_tests())
+        }
+
+        /// Checks an error a test produced: no credential in it, then hands it back.
+        pub fn checked<T: std::fmt::Debug>(&self, result: Result<T, kit::types::Error>) -> kit::types::Error {
+            let error = result.expect_err("expected an error");
+            assert_no_credentials(&format!("{error:?}"));
+            for log in self.platform.logs.borrow().iter() {
+                assert_no_credentials(log);
+            }
+            error
+        }
     }
 }
+
+/// A request [`FakeEc2::serve`] let time out: no answer reaches the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedOut;
 
 /// What a queued response does instead of the normal answer.
 #[derive(Clone, Debug)]
@@ -160,35 +188,53 @@ struct State {
     client_tokens: BTreeMap<String, (String, String)>,
     delays: Delays,
     script: BTreeMap<String, VecDeque<Scripted>>,
+    /// What requests must be signed with.
+    credentials: Credentials,
+    /// Instance id → private DNS name.
+    dns_names: BTreeMap<String, String>,
     requests: Vec<HttpRequest>,
     bad_signatures: usize,
     next_id: u64,
 }
 
 pub struct FakeEc2 {
-    state: RefCell<State>,
+    state: Mutex<State>,
+}
+
+impl Default for FakeEc2 {
+    fn default() -> FakeEc2 {
+        FakeEc2::new()
+    }
 }
 
 type Form = BTreeMap<String, String>;
 type Answer = Result<String, (u16, &'static str, String)>;
 
 impl FakeEc2 {
-    /// No volumes or snapshots; the platform's node and [`OTHER_NODE`] in [`ZONE`] (each
-    /// with its root device `/dev/xvda`), [`FAR_NODE`] in [`OTHER_ZONE`]; no delays.
+    /// No volumes or snapshots; [`NODE_ID`] (named [`NODE_DNS_NAME`]) and [`OTHER_NODE`] in
+    /// [`ZONE`] (each with its root device `/dev/xvda`), [`FAR_NODE`] in [`OTHER_ZONE`]; no
+    /// delays; requests signed with [`ACCESS_KEY_ID`], [`SECRET_ACCESS_KEY`] and
+    /// [`SESSION_TOKEN`] in [`REGION`].
     pub fn new() -> FakeEc2 {
         let root = || vec!["/dev/xvda".to_owned()];
-        let instances = [(fake::NODE_ID, ZONE), (OTHER_NODE, ZONE), (FAR_NODE, OTHER_ZONE)]
+        let instances = [(NODE_ID, ZONE), (OTHER_NODE, ZONE), (FAR_NODE, OTHER_ZONE)]
             .iter()
             .map(|(id, zone)| (id.to_string(), (zone.to_string(), root())))
             .collect();
         FakeEc2 {
-            state: RefCell::new(State {
+            state: Mutex::new(State {
                 volumes: BTreeMap::new(),
                 snapshots: BTreeMap::new(),
                 instances,
                 client_tokens: BTreeMap::new(),
                 delays: Delays::default(),
                 script: BTreeMap::new(),
+                credentials: Credentials {
+                    access_key_id: ACCESS_KEY_ID.into(),
+                    secret_access_key: SECRET_ACCESS_KEY.into(),
+                    session_token: Some(SESSION_TOKEN.into()),
+                },
+                dns_names: BTreeMap::from([(NODE_ID.to_owned(), NODE_DNS_NAME.to_owned())]),
                 requests: Vec::new(),
                 bad_signatures: 0,
                 next_id: 1,
@@ -196,14 +242,78 @@ impl FakeEc2 {
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already; the state is
+        // still what it was.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Requests must be signed with these (no session token: none may be sent).
+    pub fn expect_credentials(&self, access_key_id: &str, secret_access_key: &str, session_token: Option<&str>) {
+        self.lock().credentials = Credentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token: session_token.map(str::to_owned),
+        };
+    }
+
+    /// Adds an instance in `zone`, and the private DNS name it answers to when given.
+    pub fn add_instance(&self, id: &str, zone: &str, dns_name: Option<&str>) {
+        let mut state = self.lock();
+        state
+            .instances
+            .insert(id.to_owned(), (zone.to_owned(), vec!["/dev/xvda".to_owned()]));
+        if let Some(name) = dns_name {
+            state.dns_names.insert(id.to_owned(), name.to_owned());
+        }
+    }
+
+    /// Answers one HTTP request as EC2 would, given what arrived: the method, the full URI
+    /// (`http://host:port/path`), the headers (a `host` header, if any, wins over the
+    /// URI's authority) and the body. Scripted timeouts are [`TimedOut`].
+    pub fn serve(&self, method: &str, uri: &str, headers: &[(String, String)], body: &[u8]) -> Result<(u16, Vec<u8>), TimedOut> {
+        let (scheme, rest) = match uri.split_once("://") {
+            Some(("https", rest)) => (Scheme::Https, rest),
+            Some((_, rest)) => (Scheme::Http, rest),
+            None => (Scheme::Http, uri),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        let host = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.clone());
+        let request = HttpRequest {
+            method: match method {
+                "POST" => "POST",
+                "GET" => "GET",
+                _ => "OTHER",
+            },
+            scheme,
+            authority: host.unwrap_or_else(|| authority.to_owned()),
+            path_and_query: path.to_owned(),
+            headers: headers
+                .iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+                .cloned()
+                .collect(),
+            body: body.to_vec(),
+        };
+        match self.send(request) {
+            Ok(response) => Ok((response.status, response.body)),
+            Err(_) => Err(TimedOut),
+        }
+    }
+
     pub fn set_delays(&self, delays: Delays) {
-        self.state.borrow_mut().delays = delays;
+        self.lock().delays = delays;
     }
 
     /// Queues `response` for the next request of `action` (`*`: of any action).
     pub fn script(&self, action: &str, response: Scripted) {
-        self.state
-            .borrow_mut()
+        self.lock()
             .script
             .entry(action.to_owned())
             .or_default()
@@ -217,7 +327,7 @@ impl FakeEc2 {
 
     /// Marks device names as used on an instance.
     pub fn use_devices(&self, instance: &str, devices: impl IntoIterator<Item = String>) {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         if let Some((_, used)) = state.instances.get_mut(instance) {
             used.extend(devices);
         }
@@ -225,7 +335,7 @@ impl FakeEc2 {
 
     /// Adds a volume as if made outside this backend (available, untagged unless given).
     pub fn add_volume(&self, size: u64, zone: &str, tags: &[(&str, &str)]) -> String {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         let id = state.new_id("vol");
         let volume = FakeVolume {
             id: id.clone(),
@@ -249,7 +359,7 @@ impl FakeEc2 {
 
     /// Adds a completed snapshot of `volume` (which need not exist).
     pub fn add_snapshot(&self, volume: &str, size: u64, tags: &[(&str, &str)]) -> String {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         let id = state.new_id("snap");
         let snapshot = FakeSnapshot {
             id: id.clone(),
@@ -264,20 +374,20 @@ impl FakeEc2 {
     }
 
     pub fn volume(&self, id: &str) -> Option<FakeVolume> {
-        self.state.borrow().volumes.get(id).cloned()
+        self.lock().volumes.get(id).cloned()
     }
 
     pub fn volumes(&self) -> Vec<FakeVolume> {
-        self.state.borrow().volumes.values().cloned().collect()
+        self.lock().volumes.values().cloned().collect()
     }
 
     pub fn snapshots(&self) -> Vec<FakeSnapshot> {
-        self.state.borrow().snapshots.values().cloned().collect()
+        self.lock().snapshots.values().cloned().collect()
     }
 
     /// Changes a volume in place (a state, an attachment made elsewhere, …).
     pub fn edit_volume(&self, id: &str, edit: impl FnOnce(&mut FakeVolume)) {
-        if let Some(volume) = self.state.borrow_mut().volumes.get_mut(id) {
+        if let Some(volume) = self.lock().volumes.get_mut(id) {
             edit(volume);
         }
     }
@@ -295,8 +405,8 @@ impl FakeEc2 {
         });
     }
 
-    pub fn requests(&self) -> Vec<HttpRequest> {
-        self.state.borrow().requests.clone()
+    pub(crate) fn requests(&self) -> Vec<HttpRequest> {
+        self.lock().requests.clone()
     }
 
     /// The actions and form parameters of every request, in order.
@@ -330,13 +440,13 @@ impl FakeEc2 {
     }
 
     pub fn bad_signatures(&self) -> usize {
-        self.state.borrow().bad_signatures
+        self.lock().bad_signatures
     }
 }
 
 impl Transport for FakeEc2 {
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         state.requests.push(request.clone());
         let form = parse_form(&String::from_utf8_lossy(&request.body));
         let action = form.get("Action").cloned().unwrap_or_default();
@@ -360,7 +470,7 @@ impl Transport for FakeEc2 {
                 });
             }
             Some(Scripted::Error(status, code, message)) => Err((status, code, message)),
-            None => match check_signature(&request) {
+            None => match check_signature(&request, &state.credentials) {
                 Err(error) => {
                     state.bad_signatures += 1;
                     Err(error)
@@ -391,20 +501,24 @@ impl Transport for FakeEc2 {
 }
 
 /// Checks the request as EC2 would: the right key, scope and token, and a signature made
-/// with the fake secret over exactly what was sent.
-fn check_signature(request: &HttpRequest) -> Result<(), (u16, &'static str, String)> {
+/// with the expected secret over the headers it names (`SignedHeaders`, `host` being the
+/// request's authority), the method, the path and the body.
+fn check_signature(request: &HttpRequest, credentials: &Credentials) -> Result<(), (u16, &'static str, String)> {
     let header = |name: &str| {
         request
             .headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
     let authorization = header("authorization");
     let amz_date = header("x-amz-date");
     let date = amz_date.get(..8).unwrap_or_default();
-    let expected_credential = format!("Credential={}/{date}/us-east-1/ec2/aws4_request,", fake::ACCESS_KEY_ID);
+    let expected_credential = format!(
+        "Credential={}/{date}/{REGION}/ec2/aws4_request,",
+        credentials.access_key_id
+    );
     if !authorization.contains(&expected_credential) {
         return Err((
             401,
@@ -412,7 +526,7 @@ fn check_signature(request: &HttpRequest) -> Result<(), (u16, &'static str, Stri
             "AWS was not able to validate the provided access credentials".into(),
         ));
     }
-    if header("x-amz-security-token") != fake::SESSION_TOKEN {
+    if header("x-amz-security-token") != credentials.session_token.clone().unwrap_or_default() {
         return Err((
             403,
             "InvalidClientTokenId",
@@ -421,6 +535,7 @@ fn check_signature(request: &HttpRequest) -> Result<(), (u16, &'static str, Stri
     }
     let iso = amz_date
         .get(..15)
+        .filter(|d| d.is_ascii())
         .map(|d| {
             format!(
                 "{}-{}-{}T{}:{}:{}Z",
@@ -434,17 +549,22 @@ fn check_signature(request: &HttpRequest) -> Result<(), (u16, &'static str, Stri
         })
         .unwrap_or_default();
     let signed_at = UNIX_EPOCH + Duration::from_secs(clock::parse_iso8601(&iso).unwrap_or_default());
+    let signed_headers: Vec<String> = authorization
+        .split(", ")
+        .find_map(|part| part.strip_prefix("SignedHeaders="))
+        .unwrap_or_default()
+        .split(';')
+        .map(str::to_owned)
+        .collect();
     let mut expected = request.clone();
-    let credentials = Credentials {
-        access_key_id: fake::ACCESS_KEY_ID.into(),
-        secret_access_key: fake::SECRET_ACCESS_KEY.into(),
-        session_token: Some(fake::SESSION_TOKEN.into()),
-    };
+    expected
+        .headers
+        .retain(|(name, _)| signed_headers.contains(&name.to_ascii_lowercase()));
     let scope = Scope {
-        region: "us-east-1",
+        region: REGION,
         service: "ec2",
     };
-    sigv4::sign(&mut expected, &credentials, &scope, signed_at);
+    sigv4::sign(&mut expected, credentials, &scope, signed_at);
     let expected_authorization = expected
         .headers
         .iter()
@@ -699,9 +819,22 @@ impl State {
 
     fn describe_instances(&mut self, form: &Form) -> Answer {
         let ids = list(form, "InstanceId");
+        if let Some(missing) = ids.iter().find(|id| !self.instances.contains_key(*id)) {
+            return Err(not_found_instance(missing));
+        }
+        let filters = filters(form);
+        let dns_name = |id: &str| self.dns_names.get(id).cloned().unwrap_or_default();
         let mut items = String::new();
-        for id in &ids {
-            let (zone, used) = self.instances.get(id).ok_or_else(|| not_found_instance(id))?;
+        for (id, (zone, used)) in &self.instances {
+            let listed = ids.is_empty() || ids.contains(id);
+            let matches = filters.iter().all(|(name, values)| match name.as_str() {
+                "private-dns-name" => values.contains(&dns_name(id)),
+                "instance-id" => values.contains(id),
+                _ => false,
+            });
+            if !listed || !matches {
+                continue;
+            }
             let mappings: String = used
                 .iter()
                 .cloned()
@@ -717,9 +850,11 @@ impl State {
                 "<item><reservationId>r-1234567890abcdef0</reservationId><ownerId>123456789012</ownerId>\
                  <instancesSet><item><instanceId>{id}</instanceId>\
                  <instanceState><code>16</code><name>running</name></instanceState>\
+                 <privateDnsName>{}</privateDnsName>\
                  <placement><availabilityZone>{zone}</availabilityZone><tenancy>default</tenancy></placement>\
                  <groupSet><item><groupId>sg-1</groupId></item></groupSet>\
-                 <blockDeviceMapping>{mappings}</blockDeviceMapping></item></instancesSet></item>"
+                 <blockDeviceMapping>{mappings}</blockDeviceMapping></item></instancesSet></item>",
+                dns_name(id)
             ));
         }
         Ok(format!("<reservationSet>{items}</reservationSet>"))

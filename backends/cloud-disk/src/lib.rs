@@ -27,6 +27,12 @@
 //! region = "eu-west-1"
 //! ```
 //!
+//! GetCapacity answers the size range of the class's volume type (`available-bytes` is its
+//! largest volume): EBS has no meaningful free-space figure (`capacity.rs`).
+//!
+//! Node ids (`--node-id`, the Kubernetes node name) may be an instance id, a resource name
+//! `i-….<region>.compute.internal` or an instance's private DNS name (`node.rs`).
+//!
 //! Calls that wait for EBS (create, attach, detach, expand, modify) answer `unavailable`
 //! once `wait-budget-ms` is spent; the CO's retry finds the earlier progress and goes on.
 //!
@@ -34,6 +40,7 @@
 //! owns it, and adapts the host imports to the `Platform` trait (`context.rs`) and outgoing
 //! HTTP to the `Transport` trait (`transport.rs`) the logic is written against.
 
+mod capacity;
 mod clock;
 mod context;
 mod credentials;
@@ -59,8 +66,9 @@ mod volumes;
 mod wait;
 mod xml;
 
-#[cfg(test)]
-mod fake;
+/// A fake EC2 for tests, here and (crate feature `fake`) in the testkit's wasmtime tests.
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::time::{Duration, SystemTime};
@@ -119,14 +127,13 @@ impl Guest for CloudDisk {
         with_ctx(|ctx| volumes::list(ctx, max_entries, &starting_token))
     }
 
+    /// The volume type's size range: EBS has no free-space figure (see `capacity.rs`).
     fn get_capacity(
-        _capabilities: Vec<VolumeCapability>,
-        _parameters: Params,
+        capabilities: Vec<VolumeCapability>,
+        parameters: Params,
         _topology: Option<Topology>,
     ) -> Result<Capacity, Error> {
-        Err(Error::Unimplemented(
-            "EBS has no capacity to report: volumes are created on demand".into(),
-        ))
+        capacity::get(&Settings::parse(&host::settings())?, &capabilities, &parameters)
     }
 
     fn expand_volume(volume_id: String, capacity: CapacityRange) -> Result<Expansion, Error> {

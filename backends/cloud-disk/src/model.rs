@@ -51,6 +51,7 @@ pub struct Snapshot {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
+    pub id: String,
     pub zone: String,
     /// Device names of its block device mappings (`/dev/xvda`, …).
     pub devices: Vec<String>,
@@ -142,6 +143,7 @@ pub fn instances(root: Node) -> Result<Vec<Instance>, String> {
         .map(|instance| {
             let placement = xml::child(instance, "placement").ok_or("an instance has no <placement>")?;
             Ok(Instance {
+                id: required(instance, "instanceId")?.to_owned(),
                 zone: required(placement, "availabilityZone")?.to_owned(),
                 devices: items(instance, "blockDeviceMapping")
                     .map(|mapping| required(mapping, "deviceName").map(str::to_owned))
@@ -261,6 +263,7 @@ mod tests {
         assert_eq!(
             instances,
             [Instance {
+                id: "i-1234567890abcdef0".into(),
                 zone: "eu-west-1c".into(),
                 devices: vec!["/dev/xvda".into(), "/dev/xvdba".into()],
             }]

@@ -1,5 +1,5 @@
-//! Attaching a volume to a node (CSI ControllerPublishVolume; the node id is the EC2
-//! instance id) and detaching it (ControllerUnpublishVolume).
+//! Attaching a volume to a node (CSI ControllerPublishVolume) and detaching it
+//! (ControllerUnpublishVolume). The node id names an EC2 instance (`node::instance_id`).
 //!
 //! Both start from what EC2 reports, so a retry after a timeout, a crash or an answer of
 //! `unavailable` continues where the last attempt stopped. Attach picks a device name the
@@ -12,18 +12,17 @@ use sha2::{Digest, Sha256};
 use crate::context::Ctx;
 use crate::ec2::Ec2;
 use crate::ids;
-use crate::node::DEVICE_PATH;
+use crate::node::{self, DEVICE_PATH};
 use crate::volumes;
 use crate::wait::{self, Poll};
 
-/// Attaches `volume_id` to instance `node_id` and waits until it is attached. The publish
-/// context carries the device name (`devicePath`).
+/// Attaches `volume_id` to the instance of node `node_id` and waits until it is attached.
+/// The publish context carries the device name (`devicePath`).
 pub fn attach(ctx: &Ctx, volume_id: &str, node_id: &str) -> Result<Params, Error> {
-    if !ids::is_instance(node_id) {
-        return Err(Error::NotFound(format!("node {node_id:?} is not an EC2 instance id")));
-    }
     let ec2 = Ec2::connect(ctx)?;
     let volume = volumes::require(&ec2, volume_id)?;
+    let instance_id = node::require_instance_id(&ec2, node_id)?;
+    let node_id = instance_id.as_str();
     if let Some(attachment) = volume.attachment(node_id) {
         let device = attachment.device.clone();
         match attachment.state.as_str() {
@@ -71,10 +70,14 @@ pub fn attach(ctx: &Ctx, volume_id: &str, node_id: &str) -> Result<Params, Error
 /// Detaches `volume_id` from `node_id` and waits until it is gone. A volume or node that
 /// does not exist, or a volume not attached there, is already detached.
 pub fn detach(ctx: &Ctx, volume_id: &str, node_id: &str) -> Result<(), Error> {
-    if !ids::is_volume(volume_id) || !ids::is_instance(node_id) {
+    if !ids::is_volume(volume_id) {
         return Ok(());
     }
     let ec2 = Ec2::connect(ctx)?;
+    let Some(node_id) = node::instance_id(&ec2, node_id)? else {
+        return Ok(());
+    };
+    let node_id = node_id.as_str();
     let Some(volume) = ec2.volume(volume_id)? else {
         return Ok(());
     };
@@ -150,7 +153,7 @@ fn wait_detached(ctx: &Ctx, ec2: &Ec2, volume_id: &str, node_id: &str, state: &s
 mod tests {
     use super::*;
     use crate::context::fake::NODE_ID;
-    use crate::fake::{Delays, FAR_NODE, Fixture, OTHER_NODE, ZONE};
+    use crate::fake::{Delays, FAR_NODE, Fixture, NODE_DNS_NAME, OTHER_NODE, ZONE};
 
     fn names(range: std::ops::Range<usize>) -> Vec<String> {
         crate::settings::Settings::for_tests().device_names[range].to_vec()
@@ -318,6 +321,64 @@ mod tests {
         fixture.ec2.edit_volume(&volume, |v| v.state = "available".into());
         let limit = fixture.checked(attach(&fixture.ctx(), &volume, NODE_ID));
         assert!(matches!(limit, Error::ResourceExhausted(_)), "{limit:?}");
+    }
+
+    /// Kubernetes node names: a private DNS name is looked up, a resource name and an
+    /// instance id are not; the attach and detach go to the instance either way.
+    #[test]
+    fn node_names_resolve_to_their_instance() {
+        let fixture = Fixture::new();
+        let volume = fixture.ec2.add_volume(10, ZONE, &[]);
+        let context = attach(&fixture.ctx(), &volume, NODE_DNS_NAME).unwrap();
+        let (_, form) = fixture
+            .ec2
+            .calls()
+            .into_iter()
+            .find(|(action, _)| action == "DescribeInstances")
+            .unwrap();
+        assert_eq!(form["Filter.1.Name"], "private-dns-name");
+        assert_eq!(form["Filter.1.Value.1"], NODE_DNS_NAME);
+        assert_eq!(fixture.ec2.last("AttachVolume")["InstanceId"], NODE_ID);
+        assert_eq!(fixture.ec2.volume(&volume).unwrap().attachments[0].instance, NODE_ID);
+        // Published again under another name of the same node: already attached there.
+        let resource_name = format!("{NODE_ID}.us-east-1.compute.internal");
+        let lookups = fixture.ec2.count("DescribeInstances");
+        assert_eq!(attach(&fixture.ctx(), &volume, &resource_name).unwrap(), context);
+        assert_eq!(fixture.ec2.count("DescribeInstances"), lookups);
+        assert_eq!(fixture.ec2.count("AttachVolume"), 1);
+
+        detach(&fixture.ctx(), &volume, NODE_DNS_NAME).unwrap();
+        assert_eq!(fixture.ec2.last("DetachVolume")["InstanceId"], NODE_ID);
+        assert!(fixture.ec2.volume(&volume).unwrap().attachments.is_empty());
+    }
+
+    #[test]
+    fn unknown_and_ambiguous_node_names() {
+        let fixture = Fixture::new();
+        let volume = fixture.ec2.add_volume(10, ZONE, &[]);
+        let unknown = fixture.checked(attach(&fixture.ctx(), &volume, "ip-10-9-9-9.ec2.internal"));
+        assert!(
+            matches!(&unknown, Error::NotFound(m) if m.contains("ip-10-9-9-9.ec2.internal") && m.contains("private DNS name")),
+            "{unknown:?}"
+        );
+        // Not a host name at all: not sent to EC2.
+        let requests = fixture.ec2.requests().len();
+        let odd = fixture.checked(attach(&fixture.ctx(), &volume, "Node_1"));
+        assert!(matches!(odd, Error::NotFound(_)), "{odd:?}");
+        assert_eq!(fixture.ec2.count("DescribeInstances"), 1);
+        assert_eq!(fixture.ec2.requests().len(), requests + 1, "{:?}", fixture.ec2.actions());
+        // An unknown node has nothing attached: the detach is done.
+        detach(&fixture.ctx(), &volume, "ip-10-9-9-9.ec2.internal").unwrap();
+
+        fixture.ec2.add_instance("i-0bbbbbbbbbbbbbbb2", ZONE, Some("shared.internal"));
+        fixture.ec2.add_instance("i-0bbbbbbbbbbbbbbb3", ZONE, Some("shared.internal"));
+        let ambiguous = fixture.checked(attach(&fixture.ctx(), &volume, "shared.internal"));
+        assert!(
+            matches!(&ambiguous, Error::NotFound(m) if m.contains("2 EC2 instances") && m.contains("i-0bbbbbbbbbbbbbbb3")),
+            "{ambiguous:?}"
+        );
+        assert!(detach(&fixture.ctx(), &volume, "shared.internal").is_err());
+        assert_eq!(fixture.ec2.count("AttachVolume") + fixture.ec2.count("DetachVolume"), 0);
     }
 
     #[test]

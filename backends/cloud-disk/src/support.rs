@@ -32,6 +32,7 @@ pub fn info() -> BackendInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         features: Features::LIST_VOLUMES
             | Features::GET_VOLUME
+            | Features::GET_CAPACITY
             | Features::SNAPSHOTS
             | Features::LIST_SNAPSHOTS
             | Features::EXPAND_VOLUMES
@@ -85,6 +86,7 @@ mod tests {
             info.features,
             Features::LIST_VOLUMES
                 | Features::GET_VOLUME
+                | Features::GET_CAPACITY
                 | Features::SNAPSHOTS
                 | Features::LIST_SNAPSHOTS
                 | Features::EXPAND_VOLUMES
@@ -97,7 +99,7 @@ mod tests {
         assert!(
             !info
                 .features
-                .intersects(Features::NODE_LOCAL | Features::CLONE_VOLUMES | Features::GET_CAPACITY)
+                .intersects(Features::NODE_LOCAL | Features::CLONE_VOLUMES)
         );
         assert_eq!(info.topology_keys, ["topology.kubernetes.io/zone"]);
         assert_eq!(info.default_fs_type, "ext4");
