@@ -177,12 +177,11 @@ impl Host {
             if let Some(status) = self.try_wait() {
                 panic!("wasmcsi exited with {status} before it served; log:\n{}", self.log());
             }
-            if let Ok(channel) = connect(&self.socket).await {
-                if let Ok(response) = IdentityClient::new(channel).probe(csi::ProbeRequest {}).await {
-                    if response.into_inner().ready == Some(true) {
-                        return;
-                    }
-                }
+            if let Ok(channel) = connect(&self.socket).await
+                && let Ok(response) = IdentityClient::new(channel).probe(csi::ProbeRequest {}).await
+                && response.into_inner().ready == Some(true)
+            {
+                return;
             }
             if started.elapsed() > READY_TIMEOUT {
                 panic!("wasmcsi did not serve within {READY_TIMEOUT:?}; log:\n{}", self.log());
@@ -349,11 +348,11 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(child) = self.child.as_mut()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         // Hygiene only (tests assert with `assert_no_leftovers`): never leave a mount or a
         // loop device of this host behind, and never let the temp dir removal below walk

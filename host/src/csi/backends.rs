@@ -10,6 +10,9 @@ use tonic::Status;
 use super::ids;
 use crate::runtime::{Backend, Features};
 
+/// Parameters as a backend sees them: sorted `(key, value)` pairs.
+type Params = Vec<(String, String)>;
+
 /// StorageClass parameter that names the backend instance.
 pub const BACKEND_PARAMETER: &str = "backend";
 /// Parameters the CO adds for itself; backends never see them.
@@ -45,7 +48,7 @@ impl Backends {
 
     /// Picks the instance `parameters` select and returns the parameters it should see:
     /// without the selector and the CO's `csi.storage.k8s.io/*` keys, sorted by key.
-    pub fn select(&self, parameters: &HashMap<String, String>) -> Result<(&Arc<Backend>, Vec<(String, String)>), Status> {
+    pub fn select(&self, parameters: &HashMap<String, String>) -> Result<(&Arc<Backend>, Params), Status> {
         let backend = match parameters.get(BACKEND_PARAMETER) {
             Some(name) => self.by_name(name).ok_or_else(|| {
                 Status::invalid_argument(format!("parameter {BACKEND_PARAMETER}={name:?} names no backend; loaded: {}", self.names()))

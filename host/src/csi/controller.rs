@@ -355,10 +355,10 @@ impl Controller for ControllerService {
         if capabilities.iter().any(|c| convert::unsupported(backend, c).is_some()) {
             return Ok(none);
         }
-        if let (Some(segment), Some(topology)) = (self.driver.node_topology(backend), req.accessible_topology.as_ref()) {
-            if topology.segments.iter().any(|(k, v)| segment.iter().any(|(sk, sv)| sk == k && sv != v)) {
-                return Ok(none);
-            }
+        if let (Some(segment), Some(topology)) = (self.driver.node_topology(backend), req.accessible_topology.as_ref())
+            && topology.segments.iter().any(|(k, v)| segment.iter().any(|(sk, sv)| sk == k && sv != v))
+        {
+            return Ok(none);
         }
         let topology = req.accessible_topology.as_ref().map(|t| convert::pairs(&t.segments));
         let capacity = backend
