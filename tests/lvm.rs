@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -307,6 +307,35 @@ async fn a_missing_volume_group_stops_the_host_with_lvms_message() {
 }
 
 #[tokio::test]
+async fn an_optional_instance_without_its_volume_group_serves_nothing() {
+    if !lvm_ready("an_optional_instance_without_its_volume_group_serves_nothing") {
+        return;
+    }
+    let mut host = Host::new();
+    host.write_config("lvm.toml", &lvm_toml("lvm", "wcsi-no-such-vg", ", optional = true"));
+    host.start().await;
+    assert!(
+        log_lines(&host.log(), &["WARN", "wcsi-no-such-vg", "is not on this node: this instance serves nothing here"]).len() == 1,
+        "the load should warn that the instance serves nothing here:\n{}",
+        host.log()
+    );
+    let mut c = host.controller().await;
+
+    assert_eq!(capacity(&mut c, "lvm", None).await, 0, "no capacity, so the scheduler never picks this node");
+    assert_eq!(capacity(&mut c, "lvm", Some(node_topology(NODE_ID))).await, 0);
+    let status = expect_code(
+        c.create_volume(create_req_with("pvc-lvm-elsewhere", 8 * MIB, &[("backend", "lvm")])).await,
+        Code::ResourceExhausted,
+        "CreateVolume without the VG",
+    );
+    assert!(status.message().contains("\"wcsi-no-such-vg\" is not on this node"), "{}", status.message());
+    let listed = expect_ok(c.list_volumes(csi::ListVolumesRequest::default()).await, "ListVolumes");
+    assert!(listed.entries.is_empty(), "{listed:?}");
+    delete(&mut c, &format!("lvm:{}", lv_name_of("pvc-lvm-elsewhere"))).await;
+    host.terminate().await;
+}
+
+#[tokio::test]
 async fn thin_volumes_snapshots_and_staging_need_device_mapper() {
     if !lvm_ready("thin_volumes_snapshots_and_staging_need_device_mapper") {
         return;
@@ -362,7 +391,7 @@ async fn thin_volumes_snapshots_and_staging_need_device_mapper() {
     assert_no_leftovers(&host);
 }
 
-async fn stage_and_publish(n: &mut csi::node_client::NodeClient<Channel>, volume: &csi::Volume, staging: &PathBuf, target: &PathBuf) {
+async fn stage_and_publish(n: &mut csi::node_client::NodeClient<Channel>, volume: &csi::Volume, staging: &Path, target: &Path) {
     std::fs::create_dir_all(staging).unwrap();
     expect_ok(
         n.node_stage_volume(csi::NodeStageVolumeRequest {
@@ -389,7 +418,7 @@ async fn stage_and_publish(n: &mut csi::node_client::NodeClient<Channel>, volume
     );
 }
 
-async fn unpublish_and_unstage(n: &mut csi::node_client::NodeClient<Channel>, id: &str, staging: &PathBuf, target: &PathBuf) {
+async fn unpublish_and_unstage(n: &mut csi::node_client::NodeClient<Channel>, id: &str, staging: &Path, target: &Path) {
     expect_ok(
         n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: id.into(), target_path: target.display().to_string() })
             .await,

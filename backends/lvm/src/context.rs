@@ -14,6 +14,9 @@ pub trait Platform {
     fn exec(&self, program: &str, args: &[String]) -> Result<ExecOutput, Error>;
     /// Logs a notable event (a volume or snapshot made, grown or removed).
     fn info(&self, message: &str);
+    /// Logs something an operator should look at (an `optional` instance that serves
+    /// nothing on this node).
+    fn warn(&self, message: &str);
 }
 
 pub struct Ctx<'p> {
@@ -49,6 +52,7 @@ pub mod fake {
         script: Script,
         pub calls: RefCell<Vec<(String, Vec<String>)>>,
         pub logs: RefCell<Vec<String>>,
+        pub warnings: RefCell<Vec<String>>,
     }
 
     impl FakePlatform {
@@ -58,6 +62,7 @@ pub mod fake {
                 script: Box::new(script),
                 calls: RefCell::new(Vec::new()),
                 logs: RefCell::new(Vec::new()),
+                warnings: RefCell::new(Vec::new()),
             }
         }
 
@@ -79,6 +84,10 @@ pub mod fake {
 
         fn info(&self, message: &str) {
             self.logs.borrow_mut().push(message.to_owned());
+        }
+
+        fn warn(&self, message: &str) {
+            self.warnings.borrow_mut().push(message.to_owned());
         }
     }
 

@@ -6,20 +6,25 @@
 //!
 //! The backend never touches a device or a file: everything goes through `lvm` run by the
 //! host (`lvm.rs`), and the CSI name → LV mapping lives only in LV names and tags
-//! (`tags.rs`), so there is no state of its own to lose or repair. Settings: `settings.rs`;
-//! StorageClass and VolumeSnapshotClass parameters: `support.rs`; sizing and space:
-//! `volumes.rs`, `space.rs`; what lvm errors become: `lvmerr.rs`.
+//! (`tags.rs`), so there is no state of its own to lose or repair. Settings: `settings.rs`
+//! (`volume-group`, `thin-pool`, `lvm`, `lvm-config`, `reserve`, `default-fs-type`,
+//! `thin-overprovision-ratio`, `snapshot-reserve-percent`, `optional`); StorageClass and
+//! VolumeSnapshotClass parameters: `support.rs`; sizing and space: `volumes.rs`, `space.rs`;
+//! what lvm errors become: `lvmerr.rs`; what an `optional` instance answers on a node
+//! without its volume group: `optional.rs`.
 //!
 //! This file is the WIT glue: it binds `csi:backend` (with the WIT types `kit` generates),
 //! implements the exported interface by parsing the settings and handing each call to the
-//! module that owns it, and adapts the host imports to the `Platform` trait (`context.rs`)
-//! the logic is written against.
+//! module that owns it (through `optional::serve`, with the call's answer for a node without
+//! the volume group), and adapts the host imports to the `Platform` trait (`context.rs`) the
+//! logic is written against.
 
 mod context;
 mod ids;
 mod lvm;
 mod lvmerr;
 mod lvtime;
+mod optional;
 mod owned;
 mod report;
 mod settings;
@@ -38,6 +43,7 @@ use kit::types::{
 use context::{Ctx, Platform};
 use csi::backend::host::{self, Level};
 use exports::csi::backend::backend::{CreateVolumeRequest, Guest};
+use optional::Absent;
 use settings::Settings;
 
 wit_bindgen::generate!({
@@ -63,27 +69,33 @@ impl Guest for Lvm {
     }
 
     fn validate_settings() -> Result<(), Error> {
-        with_ctx(volumes::validate)
+        with_ctx(volumes::validate, |absent| absent.serves_nothing())
     }
 
     fn create_volume(request: CreateVolumeRequest) -> Result<Volume, Error> {
-        with_ctx(|ctx| volumes::create(ctx, request))
+        with_ctx(|ctx| volumes::create(ctx, request), |absent| absent.no_space())
     }
 
     fn find_volume(name: String) -> Result<Option<Volume>, Error> {
-        with_ctx(|ctx| volumes::find(ctx, &name))
+        with_ctx(|ctx| volumes::find(ctx, &name), |_| Ok(None))
     }
 
     fn delete_volume(volume_id: String) -> Result<(), Error> {
-        with_ctx(|ctx| volumes::delete(ctx, &volume_id))
+        with_ctx(|ctx| volumes::delete(ctx, &volume_id), |_| Ok(()))
     }
 
     fn get_volume(volume_id: String) -> Result<Volume, Error> {
-        with_ctx(|ctx| volumes::get(ctx, &volume_id))
+        with_ctx(
+            |ctx| volumes::get(ctx, &volume_id),
+            |absent| absent.not_found("volume", &volume_id),
+        )
     }
 
     fn list_volumes(max_entries: u32, starting_token: String) -> Result<VolumePage, Error> {
-        with_ctx(|ctx| volumes::list(ctx, max_entries, &starting_token))
+        with_ctx(
+            |ctx| volumes::list(ctx, max_entries, &starting_token),
+            |absent| absent.no_volumes(),
+        )
     }
 
     /// Topology is the host's concern for a node-local backend: it asks the node it is on.
@@ -92,11 +104,17 @@ impl Guest for Lvm {
         parameters: Params,
         _topology: Option<Topology>,
     ) -> Result<Capacity, Error> {
-        with_ctx(|ctx| volumes::capacity(ctx, &capabilities, &parameters))
+        with_ctx(
+            |ctx| volumes::capacity(ctx, &capabilities, &parameters),
+            |absent| absent.no_capacity(),
+        )
     }
 
     fn expand_volume(volume_id: String, capacity: CapacityRange) -> Result<Expansion, Error> {
-        with_ctx(|ctx| volumes::expand(ctx, &volume_id, &capacity))
+        with_ctx(
+            |ctx| volumes::expand(ctx, &volume_id, &capacity),
+            |absent| absent.not_found("volume", &volume_id),
+        )
     }
 
     fn modify_volume(_volume_id: String, _mutable_parameters: Params) -> Result<(), Error> {
@@ -104,15 +122,18 @@ impl Guest for Lvm {
     }
 
     fn create_snapshot(source_volume_id: String, name: String, parameters: Params) -> Result<Snapshot, Error> {
-        with_ctx(|ctx| snapshots::create(ctx, &source_volume_id, &name, &parameters))
+        with_ctx(
+            |ctx| snapshots::create(ctx, &source_volume_id, &name, &parameters),
+            |absent| absent.not_found("volume", &source_volume_id),
+        )
     }
 
     fn find_snapshot(name: String) -> Result<Option<Snapshot>, Error> {
-        with_ctx(|ctx| snapshots::find(ctx, &name))
+        with_ctx(|ctx| snapshots::find(ctx, &name), |_| Ok(None))
     }
 
     fn delete_snapshot(snapshot_id: String) -> Result<(), Error> {
-        with_ctx(|ctx| snapshots::delete(ctx, &snapshot_id))
+        with_ctx(|ctx| snapshots::delete(ctx, &snapshot_id), |_| Ok(()))
     }
 
     fn list_snapshots(
@@ -121,7 +142,10 @@ impl Guest for Lvm {
         max_entries: u32,
         starting_token: String,
     ) -> Result<SnapshotPage, Error> {
-        with_ctx(|ctx| snapshots::list(ctx, &snapshot_id, &source_volume_id, max_entries, &starting_token))
+        with_ctx(
+            |ctx| snapshots::list(ctx, &snapshot_id, &source_volume_id, max_entries, &starting_token),
+            |absent| absent.no_snapshots(),
+        )
     }
 
     fn controller_publish(
@@ -143,7 +167,10 @@ impl Guest for Lvm {
     }
 
     fn node_device(volume_id: String, volume_context: Params, _publish_context: Params) -> Result<Device, Error> {
-        with_ctx(|ctx| volumes::node_device(ctx, &volume_id, &volume_context))
+        with_ctx(
+            |ctx| volumes::node_device(ctx, &volume_id, &volume_context),
+            |absent| absent.not_found("volume", &volume_id),
+        )
     }
 
     /// Node-local: the host reports the node itself.
@@ -152,13 +179,18 @@ impl Guest for Lvm {
     }
 }
 
-/// Runs an operation against this instance's settings and the real host.
-fn with_ctx<T>(operation: impl FnOnce(&Ctx) -> Result<T, Error>) -> Result<T, Error> {
+/// Runs an operation against this instance's settings and the real host; `absent` answers
+/// instead on a node without the volume group of an `optional` instance (`optional.rs`).
+fn with_ctx<T>(
+    operation: impl FnOnce(&Ctx) -> Result<T, Error>,
+    absent: impl FnOnce(&Absent) -> Result<T, Error>,
+) -> Result<T, Error> {
     let settings = Settings::parse(&host::settings())?;
-    operation(&Ctx {
+    let ctx = Ctx {
         settings,
         platform: &WitHost,
-    })
+    };
+    optional::serve(&ctx, operation, absent)
 }
 
 /// The WIT host imports, as the [`Platform`] the operations use.
@@ -171,5 +203,9 @@ impl Platform for WitHost {
 
     fn info(&self, message: &str) {
         host::log(Level::Info, message);
+    }
+
+    fn warn(&self, message: &str) {
+        host::log(Level::Warn, message);
     }
 }

@@ -50,27 +50,49 @@ pub enum Layout<'a> {
     CowSnapshot { origin: &'a str, size: u64 },
 }
 
+/// Whether the instance's volume group is on this node, as lvm says.
+#[derive(Debug)]
+pub enum VgOnNode {
+    Present(Vg),
+    /// lvm says the volume group is not found; its message.
+    Absent(String),
+}
+
 /// The volume group of this instance. `failed-precondition` when it does not exist: the
 /// settings or the node are wrong, not the request.
 pub fn vg(ctx: &Ctx) -> Result<Vg, Error> {
+    match find_vg(ctx)? {
+        VgOnNode::Present(vg) => Ok(vg),
+        VgOnNode::Absent(message) => Err(unusable_vg(ctx, &message)),
+    }
+}
+
+/// Looks for the volume group of this instance: the one place lvm's "not found" for it is
+/// read as [`VgOnNode::Absent`] ([`vg`] and, for an `optional` instance, `optional.rs` build
+/// on it). Every other failure is an error, and so is a `vgs` that succeeds without
+/// reporting the volume group.
+pub fn find_vg(ctx: &Ctx) -> Result<VgOnNode, Error> {
     let name = &ctx.settings.volume_group;
-    let unusable = |detail: &str| {
-        Error::FailedPrecondition(format!(
-            "volume group {name:?} (setting volume-group) cannot be used: {detail}"
-        ))
-    };
     let stdout = match report(ctx, Subcommand::Vgs, VG_COLUMNS, name.clone()) {
         Ok(stdout) => stdout,
         Err(Failure::Lvm {
             condition: Condition::NoVolumeGroup,
             message,
-        }) => return Err(unusable(&message)),
+        }) => return Ok(VgOnNode::Absent(message)),
         Err(failure) => return Err(failure.into()),
     };
     report::parse_vgs(&stdout)?
         .into_iter()
         .find(|vg| vg.name == *name)
-        .ok_or_else(|| unusable("lvm vgs does not report it"))
+        .map(VgOnNode::Present)
+        .ok_or_else(|| unusable_vg(ctx, "lvm vgs does not report it"))
+}
+
+fn unusable_vg(ctx: &Ctx, detail: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "volume group {:?} (setting volume-group) cannot be used: {detail}",
+        ctx.settings.volume_group
+    ))
 }
 
 /// Every LV of the volume group.
@@ -337,11 +359,22 @@ mod tests {
         );
         assert!(matches!(lv(&ctx, "csi-a"), Err(Error::FailedPrecondition(_))));
         assert!(matches!(remove(&ctx, "csi-a"), Err(Error::FailedPrecondition(_))));
+        let VgOnNode::Absent(lvm_says) = find_vg(&ctx).unwrap() else {
+            panic!("expected absent")
+        };
+        assert!(lvm_says.starts_with("lvm vgs: Volume group \"vg0\" not found"), "{lvm_says}");
 
         let platform = FakePlatform::new(|_| ok(VGS_CAPTURED));
         assert!(
             matches!(vg(&platform.ctx(VG0)), Err(Error::FailedPrecondition(m)) if m.contains("does not report it"))
         );
+        assert!(
+            matches!(find_vg(&platform.ctx(VG0)), Err(Error::FailedPrecondition(m)) if m.contains("does not report it"))
+        );
+        assert!(matches!(
+            find_vg(&platform.ctx(&[("volume-group", "vgcap")])),
+            Ok(VgOnNode::Present(vg)) if vg.name == "vgcap"
+        ));
     }
 
     #[test]

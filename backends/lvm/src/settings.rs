@@ -11,6 +11,13 @@
 //! | `default-fs-type`            | filesystem when a mount capability names none        | `ext4`      |
 //! | `thin-overprovision-ratio`   | decimal ≥ 1: virtual sizes allowed per pool byte     | 1           |
 //! | `snapshot-reserve-percent`   | COW snapshot size as a % of its origin, 1..=100      | 100         |
+//! | `optional`                   | `true`: a node without the VG serves nothing (below) | `false`     |
+//!
+//! `optional` (`true` or `false`, nothing else) is for one config shared by every node of a
+//! DaemonSet when only some nodes have the volume group. With `true`, on a node where lvm
+//! says the VG is not found the instance loads with a warning and answers as a node with no
+//! space and none of its volumes or snapshots (`optional.rs`). With `false`, the default, a
+//! missing VG stops the load, so a misspelt name fails fast.
 //!
 //! VG and LV names are checked against LVM's rules (`[A-Za-z0-9+_.-]`, not starting with
 //! `-`, not `.` or `..`), so a setting can neither become an option on lvm's command line
@@ -30,8 +37,9 @@ const RESERVE: &str = "reserve";
 const DEFAULT_FS: &str = "default-fs-type";
 const THIN_RATIO: &str = "thin-overprovision-ratio";
 const SNAPSHOT_RESERVE: &str = "snapshot-reserve-percent";
+const OPTIONAL: &str = "optional";
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     VOLUME_GROUP,
     THIN_POOL,
     LVM,
@@ -40,6 +48,7 @@ const KNOWN: [&str; 8] = [
     DEFAULT_FS,
     THIN_RATIO,
     SNAPSHOT_RESERVE,
+    OPTIONAL,
 ];
 
 const DEFAULT_LVM: &str = "/sbin/lvm";
@@ -62,6 +71,9 @@ pub struct Settings {
     pub thin_overprovision_ratio: Fraction,
     /// 1..=100.
     pub snapshot_reserve_percent: u64,
+    /// Whether a node without the volume group is served as one with nothing on it, rather
+    /// than refused.
+    pub optional: bool,
 }
 
 impl Settings {
@@ -74,6 +86,7 @@ impl Settings {
         let mut default_fs_type = None;
         let mut ratio = None;
         let mut snapshot_reserve = None;
+        let mut optional = None;
         for (key, value) in params {
             match key.as_str() {
                 VOLUME_GROUP => set_once(&mut volume_group, key, lvm_name(key, value)?)?,
@@ -91,6 +104,7 @@ impl Settings {
                     })?;
                     set_once(&mut snapshot_reserve, key, percent)?;
                 }
+                OPTIONAL => set_once(&mut optional, key, boolean(key, value)?)?,
                 _ => return Err(unknown(key, &KNOWN)),
             }
         }
@@ -104,6 +118,7 @@ impl Settings {
             default_fs_type: default_fs_type.unwrap_or_else(|| DEFAULT_FS_TYPE.to_owned()),
             thin_overprovision_ratio: ratio.unwrap_or(Fraction::ONE),
             snapshot_reserve_percent: snapshot_reserve.unwrap_or(100),
+            optional: optional.unwrap_or(false),
         })
     }
 }
@@ -111,6 +126,17 @@ impl Settings {
 /// A whole percentage from 1 to 100 (also the `snapshot-reserve-percent` parameter).
 pub fn percent(value: &str) -> Option<u64> {
     value.trim().parse().ok().filter(|percent| (1..=100).contains(percent))
+}
+
+/// `true` or `false` (surrounding blanks allowed), nothing else.
+fn boolean(key: &str, value: &str) -> Result<bool, Error> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::InvalidArgument(format!(
+            "setting {key:?} must be true or false, got {value:?}"
+        ))),
+    }
 }
 
 fn lvm_name(key: &str, value: &str) -> Result<String, Error> {
@@ -195,6 +221,7 @@ mod tests {
                 default_fs_type: "ext4".into(),
                 thin_overprovision_ratio: Fraction::ONE,
                 snapshot_reserve_percent: 100,
+                optional: false,
             }
         );
     }
@@ -210,6 +237,7 @@ mod tests {
             ("default-fs-type", "xfs"),
             ("thin-overprovision-ratio", "2.5"),
             ("snapshot-reserve-percent", "20"),
+            ("optional", "true"),
         ]))
         .unwrap();
         assert_eq!(
@@ -223,6 +251,7 @@ mod tests {
                 default_fs_type: "xfs".into(),
                 thin_overprovision_ratio: Fraction::parse("2.5").unwrap(),
                 snapshot_reserve_percent: 20,
+                optional: true,
             }
         );
     }
@@ -272,5 +301,23 @@ mod tests {
                 "{percent:?}"
             );
         }
+    }
+
+    #[test]
+    fn optional_is_true_or_false_only() {
+        let optional = |value| Settings::parse(&params(&[("volume-group", "vg0"), ("optional", value)]));
+        assert!(optional("true").unwrap().optional);
+        assert!(!optional("false").unwrap().optional);
+        assert!(optional(" true ").unwrap().optional);
+        for bad in ["True", "yes", "1", "on", "", "truee"] {
+            assert!(
+                matches!(optional(bad), Err(Error::InvalidArgument(m)) if m.contains("\"optional\" must be true or false")),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            invalid_message(&[("volume-group", "vg0"), ("optional", "true"), ("optional", "false")])
+                .contains("more than once")
+        );
     }
 }

@@ -701,7 +701,7 @@ fn the_load_checks_the_volume_group_and_the_thin_pool() {
 #[test]
 fn settings_are_strict_and_checked_before_any_lvm_runs() {
     let fake = Arc::new(Mutex::new(FakeLvm::new()));
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (&[], "\"volume-group\" is required"),
         (
             &[("volume-group", VG), ("volume_group", VG)],
@@ -721,6 +721,14 @@ fn settings_are_strict_and_checked_before_any_lvm_runs() {
             "snapshot-reserve-percent",
         ),
         (&[("volume-group", VG), ("lvm", "lvm")], "absolute path"),
+        (
+            &[("volume-group", VG), ("optional", "yes")],
+            "\"optional\" must be true or false",
+        ),
+        (
+            &[("volume-group", "nosuchvg"), ("optional", "True")],
+            "\"optional\" must be true or false",
+        ),
     ];
     for (settings, needle) in cases {
         let mut builder = builder(&fake);
@@ -759,6 +767,146 @@ fn every_command_runs_the_configured_lvm_with_the_configured_config() {
         );
         assert!(call.stdin.is_empty());
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// optional: one config for every node, the volume group on only some of them
+
+/// An `optional` instance for volume group `vg1`, which the fake's lvm does not have.
+fn optional_without_the_vg(fake: &Arc<Mutex<FakeLvm>>) -> TestHost {
+    builder(fake)
+        .setting("volume-group", "vg1")
+        .setting("optional", "true")
+        .build()
+        .expect("an optional instance loads without its volume group")
+}
+
+fn report_vgs_of(vg: &str) -> String {
+    format!("vgs --reportformat json --units b --nosuffix -o vg_name,vg_extent_size,vg_free {vg}")
+}
+
+#[test]
+fn an_optional_instance_without_its_volume_group_serves_nothing() {
+    // The node's lvm has vg0 with a volume in it; the instance is for vg1.
+    let fake = Arc::new(Mutex::new(FakeLvm::new()));
+    let vg0 = builder(&fake).setting("volume-group", VG).build().unwrap();
+    let theirs = vg0.create_volume(volume_request("pvc-1", 8 * MIB, 0)).unwrap();
+    drop(vg0);
+
+    let kit = optional_without_the_vg(&fake);
+    let commands = |kit: &TestHost| -> Vec<String> {
+        let calls = kit.exec().calls();
+        kit.exec().clear();
+        calls.iter().map(|call| call.args.join(" ")).collect()
+    };
+    assert_eq!(commands(&kit), [report_vgs_of("vg1")], "the load only looks for the VG");
+
+    let capacity = kit
+        .get_capacity(volume_request("x", 0, 0).capabilities, vec![], None)
+        .unwrap();
+    assert_eq!(capacity.available_bytes, 0);
+    assert_eq!(capacity.maximum_volume_size, 0);
+    let thin = kit.get_capacity(vec![], params(&[("type", "thin")]), None).unwrap();
+    assert_eq!(thin.available_bytes, 0);
+
+    let message = assert_err!(kit.create_volume(volume_request("pvc-2", 8 * MIB, 0)), ResourceExhausted);
+    assert_eq!(message, "volume group \"vg1\" is not on this node");
+    let mut restore = volume_request("pvc-3", 8 * MIB, 0);
+    restore.content_source = Some(ContentSource::Snapshot(id("snap-", "s")));
+    assert_err!(kit.create_volume(restore), ResourceExhausted);
+
+    let volume_id = id("csi-", "pvc-1");
+    assert_eq!(volume_id, theirs.id, "the same id as vg0's volume: still not found in vg1");
+    assert_eq!(kit.find_volume("pvc-1").unwrap(), None);
+    let page = kit.list_volumes(0, "").unwrap();
+    assert!(page.entries.is_empty() && page.next_token.is_empty());
+    let message = assert_err!(kit.get_volume(&volume_id), NotFound);
+    assert!(message.contains("volume group \"vg1\" is not on this node"), "{message}");
+    assert_err!(kit.expand_volume(&volume_id, 16 * MIB, 0), NotFound);
+    assert_err!(kit.node_device(&volume_id, vec![], vec![]), NotFound);
+    kit.delete_volume(&volume_id).unwrap();
+    kit.delete_volume("not-an-id").unwrap();
+
+    assert_err!(kit.create_snapshot(&volume_id, "snap-1", vec![]), NotFound);
+    assert_eq!(kit.find_snapshot("snap-1").unwrap(), None);
+    let page = kit.list_snapshots("", "", 0, "").unwrap();
+    assert!(page.entries.is_empty() && page.next_token.is_empty());
+    assert!(kit.list_snapshots("", &volume_id, 0, "").unwrap().entries.is_empty());
+    kit.delete_snapshot(&id("snap-", "snap-1")).unwrap();
+
+    let ran = commands(&kit);
+    assert!(ran.iter().all(|c| *c == report_vgs_of("vg1")), "only the look for the VG runs: {ran:?}");
+    assert_eq!(ran.len(), 16, "one vgs per call");
+    assert_eq!(fake.lock().unwrap().rows.len(), 1, "vg0's volume is untouched");
+}
+
+#[test]
+fn an_optional_instance_with_its_volume_group_works_as_usual() {
+    let fake = Arc::new(Mutex::new(FakeLvm::new().with_pool("pool0", 64 * MIB, "")));
+    let kit = builder(&fake)
+        .setting("volume-group", VG)
+        .setting("thin-pool", "pool0")
+        .setting("optional", "true")
+        .build()
+        .unwrap();
+    let commands: Vec<String> = kit.exec().calls().iter().map(|call| call.args.join(" ")).collect();
+    assert_eq!(commands, [report_vgs(), report_vgs(), report_lvs("vg0/pool0")]);
+    let volume = kit.create_volume(volume_request("pvc-1", 8 * MIB, 0)).unwrap();
+    assert_eq!(kit.get_volume(&volume.id).unwrap().id, volume.id);
+    let capacity = kit.get_capacity(vec![], vec![], None).unwrap();
+    assert_eq!(capacity.available_bytes, GIB - 64 * MIB - 8 * MIB);
+    kit.delete_volume(&volume.id).unwrap();
+    assert_err!(kit.get_volume(&volume.id), NotFound);
+
+    // Where the VG exists, a wrong thin pool still stops the load.
+    let err = builder(&fake)
+        .setting("volume-group", VG)
+        .setting("thin-pool", "pool1")
+        .setting("optional", "true")
+        .build()
+        .unwrap_err();
+    assert!(err.reason.contains("thin pool \"pool1\" does not exist"), "{err}");
+}
+
+#[test]
+fn an_optional_instance_still_fails_on_lvm_failures_other_than_no_volume_group() {
+    // vgs is not granted: the host's own error stops the load.
+    let fake = Arc::new(Mutex::new(FakeLvm::new()));
+    let fake_for_exec = fake.clone();
+    let err = TestHost::builder(backend_bundle::LVM)
+        .command(LVM, &[&["lvs|lvcreate|lvremove|lvextend|lvchange", "**"]])
+        .respond(move |call| fake_for_exec.lock().unwrap().respond(call))
+        .setting("volume-group", "vg1")
+        .setting("optional", "true")
+        .build()
+        .unwrap_err();
+    assert!(err.reason.contains("denied by the host"), "{err}");
+
+    // lvm that fails some other way.
+    let kit = optional_without_the_vg(&fake);
+    type IsExpected = fn(&BackendError) -> bool;
+    let cases: [(&str, IsExpected); 2] = [
+        ("  Something nobody expected.", |e| matches!(e, BackendError::Internal(_))),
+        (
+            "  Global lock failed: check that global lockspace is started",
+            |e| matches!(e, BackendError::Unavailable(_)),
+        ),
+    ];
+    for (stderr, expected) in cases {
+        fake.lock().unwrap().can("vgs", fail(5, format!("{stderr}\n").as_bytes()));
+        let error = backend_error(kit.get_capacity(vec![], vec![], None));
+        assert!(expected(&error), "{stderr}: {error:?}");
+        fake.lock().unwrap().can("vgs", fail(5, format!("{stderr}\n").as_bytes()));
+        let error = backend_error(kit.delete_volume(&id("csi-", "pvc-1")));
+        assert!(expected(&error), "{stderr}: {error:?}");
+    }
+    // And a missing VG without optional stays fatal (see the_load_checks_the_volume_group_and_the_thin_pool).
+    let err = builder(&fake)
+        .setting("volume-group", "vg1")
+        .setting("optional", "false")
+        .build()
+        .unwrap_err();
+    assert!(err.reason.contains("Volume group \"vg1\" not found"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------
