@@ -1,8 +1,35 @@
-//! What a node-local volume supports — access modes and filesystems — for the backends whose
+//! What a node-local volume supports — features, access modes and filesystems — for the backends whose
 //! volumes live on the node that made them (loopfile, LVM), so what `info()` declares and
 //! what requests are checked against agree.
 
-use crate::types::{AccessMode, AccessType, Error, VolumeCapability};
+use crate::types::{AccessMode, AccessType, BackendInfo, Error, Features, VolumeCapability};
+
+/// Everything a node-local backend does: its volumes, snapshots, clones and expansion are
+/// all on this node, and the host grows the device and filesystem after an expansion.
+pub const FEATURES: Features = Features::LIST_VOLUMES
+    .union(Features::GET_VOLUME)
+    .union(Features::GET_CAPACITY)
+    .union(Features::SNAPSHOTS)
+    .union(Features::LIST_SNAPSHOTS)
+    .union(Features::CLONE_VOLUMES)
+    .union(Features::EXPAND_VOLUMES)
+    .union(Features::EXPAND_ONLINE)
+    .union(Features::BLOCK_VOLUMES)
+    .union(Features::NODE_LOCAL)
+    .union(Features::NODE_EXPANSION);
+
+/// The `info()` of a node-local backend: [`FEATURES`], [`ACCESS_MODES`], no topology keys of
+/// its own (the host adds the node segment).
+pub fn info(name: &str, version: &str, default_fs_type: String) -> BackendInfo {
+    BackendInfo {
+        name: name.into(),
+        version: version.into(),
+        features: FEATURES,
+        access_modes: ACCESS_MODES.to_vec(),
+        topology_keys: Vec::new(),
+        default_fs_type,
+    }
+}
 
 /// A node-local volume is used by one node at a time.
 pub const ACCESS_MODES: [AccessMode; 4] = [

@@ -2,28 +2,11 @@
 //! what `info()` declares and what requests are checked against agree. A volume is one file
 //! on one node, so its access modes and filesystems are those of `kit::node_local`.
 
-use kit::node_local::{ACCESS_MODES, DEFAULT_FS_TYPE};
-use kit::types::{BackendInfo, Error, Features};
+use kit::node_local::DEFAULT_FS_TYPE;
+use kit::types::{BackendInfo, Error};
 
 pub fn info() -> BackendInfo {
-    BackendInfo {
-        name: "loopfile".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        features: Features::LIST_VOLUMES
-            | Features::GET_VOLUME
-            | Features::GET_CAPACITY
-            | Features::SNAPSHOTS
-            | Features::LIST_SNAPSHOTS
-            | Features::CLONE_VOLUMES
-            | Features::EXPAND_VOLUMES
-            | Features::EXPAND_ONLINE
-            | Features::BLOCK_VOLUMES
-            | Features::NODE_LOCAL
-            | Features::NODE_EXPANSION,
-        access_modes: ACCESS_MODES.to_vec(),
-        topology_keys: Vec::new(),
-        default_fs_type: DEFAULT_FS_TYPE.into(),
-    }
+    kit::node_local::info("loopfile", env!("CARGO_PKG_VERSION"), DEFAULT_FS_TYPE.into())
 }
 
 /// Checks request parameters (`what` names them in the message: "StorageClass parameter",
@@ -40,6 +23,7 @@ pub fn check_parameters(what: &str, parameters: &[(String, String)]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kit::types::Features;
 
     #[test]
     fn info_declares_what_loopfile_does() {

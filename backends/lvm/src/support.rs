@@ -7,8 +7,7 @@
 //! `thin-pool` setting). VolumeSnapshotClass parameter: `snapshot-reserve-percent` (overrides the
 //! setting for COW snapshots). Any other key is `invalid-argument`.
 
-use kit::node_local::ACCESS_MODES;
-use kit::types::{BackendInfo, Error, Features};
+use kit::types::{BackendInfo, Error};
 
 use crate::settings::{self, Settings};
 
@@ -16,24 +15,7 @@ const TYPE: &str = "type";
 const SNAPSHOT_RESERVE: &str = "snapshot-reserve-percent";
 
 pub fn info(default_fs_type: String) -> BackendInfo {
-    BackendInfo {
-        name: "lvm".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        features: Features::LIST_VOLUMES
-            | Features::GET_VOLUME
-            | Features::GET_CAPACITY
-            | Features::SNAPSHOTS
-            | Features::LIST_SNAPSHOTS
-            | Features::CLONE_VOLUMES
-            | Features::EXPAND_VOLUMES
-            | Features::EXPAND_ONLINE
-            | Features::BLOCK_VOLUMES
-            | Features::NODE_LOCAL
-            | Features::NODE_EXPANSION,
-        access_modes: ACCESS_MODES.to_vec(),
-        topology_keys: Vec::new(),
-        default_fs_type,
-    }
+    kit::node_local::info("lvm", env!("CARGO_PKG_VERSION"), default_fs_type)
 }
 
 /// How a volume's LV is allocated.
@@ -94,6 +76,8 @@ pub fn snapshot_reserve_percent(settings: &Settings, parameters: &[(String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kit::node_local::ACCESS_MODES;
+    use kit::types::Features;
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
