@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use csi_proto::v1 as csi;
 use csi::controller_client::ControllerClient;
+use csi_proto::v1 as csi;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -75,7 +75,8 @@ impl Moto {
     /// How many requests moto has served (its access log, one line per request).
     fn requests(&self) -> usize {
         let err = self.log.with_file_name("moto.err");
-        let text = std::fs::read_to_string(&err).unwrap_or_default() + &std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(&err).unwrap_or_default() + &std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines().filter(|l| l.contains("\"POST ") || l.contains("\"GET ")).count()
     }
 }
@@ -147,7 +148,10 @@ fn create_in_zone(name: &str, bytes: i64, z: &str, cap: csi::VolumeCapability) -
         name: name.into(),
         capacity_range: range(bytes, 0),
         volume_capabilities: vec![cap],
-        accessibility_requirements: Some(csi::TopologyRequirement { requisite: vec![zone(z)], preferred: vec![zone(z)] }),
+        accessibility_requirements: Some(csi::TopologyRequirement {
+            requisite: vec![zone(z)],
+            preferred: vec![zone(z)],
+        }),
         ..Default::default()
     }
 }
@@ -179,7 +183,11 @@ impl FakeDisk {
 
     /// The cloud grew the volume: the disk is bigger now.
     fn grow(&self, bytes: i64) {
-        std::fs::OpenOptions::new().write(true).open(&self.file).and_then(|f| f.set_len(bytes as u64)).expect("grow the image");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.file)
+            .and_then(|f| f.set_len(bytes as u64))
+            .expect("grow the image");
     }
 }
 
@@ -225,7 +233,8 @@ async fn the_full_csi_flow_against_moto() {
         ..Default::default()
     };
     let published = expect_ok(c.controller_publish_volume(publish.clone()).await, "ControllerPublishVolume");
-    let device_name = published.publish_context.get("devicePath").cloned().expect("the device name in the publish context");
+    let device_name =
+        published.publish_context.get("devicePath").cloned().expect("the device name in the publish context");
     assert!(device_name.starts_with("/dev/xvd"), "{device_name}");
     let again = expect_ok(c.controller_publish_volume(publish).await, "ControllerPublishVolume again");
     assert_eq!(again.publish_context, published.publish_context);
@@ -288,7 +297,11 @@ async fn the_full_csi_flow_against_moto() {
 
     // Snapshot (moto answers the create with "pending" and completes it at once: the CO's
     // repeated CreateSnapshot then finds it ready), and a volume from it.
-    let take = csi::CreateSnapshotRequest { source_volume_id: volume.volume_id.clone(), name: "snap-ebs-1".into(), ..Default::default() };
+    let take = csi::CreateSnapshotRequest {
+        source_volume_id: volume.volume_id.clone(),
+        name: "snap-ebs-1".into(),
+        ..Default::default()
+    };
     let first = expect_ok(c.create_snapshot(take.clone()).await, "CreateSnapshot").snapshot.expect("a snapshot");
     let snapshot = expect_ok(c.create_snapshot(take).await, "CreateSnapshot again").snapshot.expect("a snapshot");
     assert_eq!(snapshot.snapshot_id, first.snapshot_id, "the same name is the same snapshot");
@@ -301,13 +314,17 @@ async fn the_full_csi_flow_against_moto() {
     assert_eq!(restored.content_source, from_snapshot(&snapshot.snapshot_id));
 
     // A volume in use cannot be deleted.
-    let in_use = c.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id.clone(), ..Default::default() }).await;
+    let in_use =
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id.clone(), ..Default::default() }).await;
     expect_code(in_use, Code::FailedPrecondition, "DeleteVolume of an attached volume");
 
     // Tear down in CSI order.
     expect_ok(
-        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: volume.volume_id.clone(), target_path: target.display().to_string() })
-            .await,
+        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            target_path: target.display().to_string(),
+        })
+        .await,
         "NodeUnpublishVolume",
     );
     expect_ok(
@@ -327,11 +344,21 @@ async fn the_full_csi_flow_against_moto() {
     expect_ok(c.controller_unpublish_volume(unpublish.clone()).await, "ControllerUnpublishVolume");
     expect_ok(c.controller_unpublish_volume(unpublish).await, "ControllerUnpublishVolume again");
     for id in [&restored.volume_id, &volume.volume_id] {
-        expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() }).await, "DeleteVolume");
-        expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() }).await, "DeleteVolume again");
+        expect_ok(
+            c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() }).await,
+            "DeleteVolume",
+        );
+        expect_ok(
+            c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() }).await,
+            "DeleteVolume again",
+        );
     }
     expect_ok(
-        c.delete_snapshot(csi::DeleteSnapshotRequest { snapshot_id: snapshot.snapshot_id.clone(), ..Default::default() }).await,
+        c.delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await,
         "DeleteSnapshot",
     );
     let left = expect_ok(c.list_volumes(csi::ListVolumesRequest::default()).await, "ListVolumes");
@@ -353,15 +380,23 @@ async fn moto_verifies_the_signatures() {
 
     // Signed with the key moto issued: accepted.
     let volume = create(&mut c, create_in_zone("pvc-signed", GIB, &node.zone, cap.clone())).await;
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id, ..Default::default() }).await, "DeleteVolume");
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id, ..Default::default() }).await,
+        "DeleteVolume",
+    );
 
     // A wrong secret key from the request's secrets: moto rejects the signature (EC2 calls
     // that AuthFailure), and the error says why without a trace of the secret.
     let wrong_secret = "wrong-secret-key-0123456789";
     let mut request = create_in_zone("pvc-badly-signed", GIB, &node.zone, cap);
     request.secrets = params(&[("AWS_ACCESS_KEY_ID", &node.access_key_id), ("AWS_SECRET_ACCESS_KEY", wrong_secret)]);
-    let status = expect_code(c.create_volume(request).await, Code::FailedPrecondition, "CreateVolume with a wrong secret key");
-    assert!(status.message().contains("AuthFailure") && status.message().contains("credentials"), "{}", status.message());
+    let status =
+        expect_code(c.create_volume(request).await, Code::FailedPrecondition, "CreateVolume with a wrong secret key");
+    assert!(
+        status.message().contains("AuthFailure") && status.message().contains("credentials"),
+        "{}",
+        status.message()
+    );
     assert!(!status.message().contains(wrong_secret) && !host.log().contains(wrong_secret), "the secret leaked");
 }
 
@@ -388,8 +423,10 @@ async fn an_endpoint_outside_the_grant_is_refused_without_traffic() {
     host.start().await;
     let mut c = host.controller().await;
     let mut request = create_in_zone("pvc-ungranted", GIB, &node.zone, mount_cap(AccessMode::SingleNodeWriter));
-    request.secrets = params(&[("AWS_ACCESS_KEY_ID", &node.access_key_id), ("AWS_SECRET_ACCESS_KEY", &node.secret_access_key)]);
-    let status = expect_code(c.create_volume(request).await, Code::FailedPrecondition, "CreateVolume to an ungranted origin");
+    request.secrets =
+        params(&[("AWS_ACCESS_KEY_ID", &node.access_key_id), ("AWS_SECRET_ACCESS_KEY", &node.secret_access_key)]);
+    let status =
+        expect_code(c.create_volume(request).await, Code::FailedPrecondition, "CreateVolume to an ungranted origin");
     assert!(status.message().contains(&moto.endpoint()[7..]), "the error names the origin: {}", status.message());
     assert_eq!(moto.requests(), served, "no request reached the emulator");
     assert!(host.log().contains("denied"), "the host logs the denial");

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use csi_proto::v1 as csi;
 use csi::controller_client::ControllerClient;
+use csi_proto::v1 as csi;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -24,29 +24,54 @@ async fn create(c: &mut ControllerClient<Channel>, request: csi::CreateVolumeReq
 }
 
 async fn list_all_volumes(c: &mut ControllerClient<Channel>) -> Vec<csi::Volume> {
-    let response = expect_ok(c.list_volumes(csi::ListVolumesRequest { max_entries: 0, starting_token: String::new() }).await, "ListVolumes");
+    let response = expect_ok(
+        c.list_volumes(csi::ListVolumesRequest { max_entries: 0, starting_token: String::new() }).await,
+        "ListVolumes",
+    );
     assert!(response.next_token.is_empty(), "an unlimited listing has no next page: {:?}", response.next_token);
     response.entries.into_iter().map(|e| e.volume.expect("entry without a volume")).collect()
 }
 
-async fn get_volume(c: &mut ControllerClient<Channel>, id: &str) -> Result<tonic::Response<csi::ControllerGetVolumeResponse>, tonic::Status> {
+async fn get_volume(
+    c: &mut ControllerClient<Channel>,
+    id: &str,
+) -> Result<tonic::Response<csi::ControllerGetVolumeResponse>, tonic::Status> {
     c.controller_get_volume(csi::ControllerGetVolumeRequest { volume_id: id.into() }).await
 }
 
-async fn delete_volume(c: &mut ControllerClient<Channel>, id: &str) -> Result<tonic::Response<csi::DeleteVolumeResponse>, tonic::Status> {
+async fn delete_volume(
+    c: &mut ControllerClient<Channel>,
+    id: &str,
+) -> Result<tonic::Response<csi::DeleteVolumeResponse>, tonic::Status> {
     c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await
 }
 
-async fn create_snapshot(c: &mut ControllerClient<Channel>, source: &str, name: &str) -> Result<tonic::Response<csi::CreateSnapshotResponse>, tonic::Status> {
-    c.create_snapshot(csi::CreateSnapshotRequest { source_volume_id: source.into(), name: name.into(), ..Default::default() }).await
+async fn create_snapshot(
+    c: &mut ControllerClient<Channel>,
+    source: &str,
+    name: &str,
+) -> Result<tonic::Response<csi::CreateSnapshotResponse>, tonic::Status> {
+    c.create_snapshot(csi::CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: name.into(),
+        ..Default::default()
+    })
+    .await
 }
 
-async fn list_snapshots(c: &mut ControllerClient<Channel>, request: csi::ListSnapshotsRequest) -> csi::ListSnapshotsResponse {
+async fn list_snapshots(
+    c: &mut ControllerClient<Channel>,
+    request: csi::ListSnapshotsRequest,
+) -> csi::ListSnapshotsResponse {
     expect_ok(c.list_snapshots(request).await, "ListSnapshots")
 }
 
 fn snapshot_ids(response: &csi::ListSnapshotsResponse) -> Vec<String> {
-    response.entries.iter().map(|e| e.snapshot.as_ref().expect("entry without a snapshot").snapshot_id.clone()).collect()
+    response
+        .entries
+        .iter()
+        .map(|e| e.snapshot.as_ref().expect("entry without a snapshot").snapshot_id.clone())
+        .collect()
 }
 
 /// A well-formed loopfile volume id that names no volume.
@@ -66,12 +91,18 @@ async fn volume_lifecycle_and_capacity_rules() {
     assert_eq!(a.accessible_topology, node_segment, "loopfile volumes live on the node that made them");
     assert!(a.content_source.is_none());
     let image = backing_file(&volumes_root(&host), &a_local);
-    assert_eq!(std::fs::metadata(&image).unwrap().len(), a.capacity_bytes as u64, "the image is as large as the volume");
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().len(),
+        a.capacity_bytes as u64,
+        "the image is as large as the volume"
+    );
 
     // Idempotent: the same request, and a compatible one, answer the same volume.
     let again = create(&mut c, create_req("vol-a", 16 * MIB + 1)).await;
     assert_eq!((again.volume_id.as_str(), again.capacity_bytes), (a.volume_id.as_str(), a.capacity_bytes));
-    let compatible = create(&mut c, csi::CreateVolumeRequest { capacity_range: range(MIB, 32 * MIB), ..create_req("vol-a", 0) }).await;
+    let compatible =
+        create(&mut c, csi::CreateVolumeRequest { capacity_range: range(MIB, 32 * MIB), ..create_req("vol-a", 0) })
+            .await;
     assert_eq!((compatible.volume_id.as_str(), compatible.capacity_bytes), (a.volume_id.as_str(), a.capacity_bytes));
     // Same name, incompatible size.
     expect_code(c.create_volume(create_req("vol-a", 64 * MIB)).await, Code::AlreadyExists, "same name, larger size");
@@ -85,9 +116,17 @@ async fn volume_lifecycle_and_capacity_rules() {
     // Without a range: the default size (1 GiB); with only a limit: the default shrunk to it.
     let default = create(&mut c, create_req("vol-default", 0)).await;
     assert_eq!(default.capacity_bytes, GIB);
-    let limited = create(&mut c, csi::CreateVolumeRequest { capacity_range: range(0, 100 * MIB + 1), ..create_req("vol-limited", 0) }).await;
+    let limited = create(
+        &mut c,
+        csi::CreateVolumeRequest { capacity_range: range(0, 100 * MIB + 1), ..create_req("vol-limited", 0) },
+    )
+    .await;
     assert_eq!(limited.capacity_bytes, 100 * MIB, "the default is shrunk to the limit, rounded down to the granule");
-    let exact = create(&mut c, csi::CreateVolumeRequest { capacity_range: range(8 * MIB, 8 * MIB), ..create_req("vol-exact", 0) }).await;
+    let exact = create(
+        &mut c,
+        csi::CreateVolumeRequest { capacity_range: range(8 * MIB, 8 * MIB), ..create_req("vol-exact", 0) },
+    )
+    .await;
     assert_eq!(exact.capacity_bytes, 8 * MIB);
 
     // Ranges no volume can satisfy.
@@ -98,12 +137,18 @@ async fn volume_lifecycle_and_capacity_rules() {
         ("negative limit", range(0, -1)),
     ];
     for (what, capacity_range) in out_of_range {
-        let request = csi::CreateVolumeRequest { capacity_range, ..create_req(&format!("bad-range-{}", what.len()), 0) };
+        let request =
+            csi::CreateVolumeRequest { capacity_range, ..create_req(&format!("bad-range-{}", what.len()), 0) };
         expect_code(c.create_volume(request).await, Code::OutOfRange, what);
     }
     // Far more than the filesystem holds: the backend refuses (OUT_OF_RANGE or RESOURCE_EXHAUSTED).
     let status = c.create_volume(create_req("vol-huge", 1 << 50)).await.expect_err("a 1 PiB volume must be refused");
-    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "1 PiB: {:?} {:?}", status.code(), status.message());
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "1 PiB: {:?} {:?}",
+        status.code(),
+        status.message()
+    );
     let names: Vec<_> = list_all_volumes(&mut c).await.into_iter().map(|v| v.volume_id).collect();
     assert_eq!(names.len(), 4, "refused requests left no volume behind: {names:?}");
 
@@ -113,7 +158,11 @@ async fn volume_lifecycle_and_capacity_rules() {
     assert_eq!(got.capacity_bytes, a.capacity_bytes);
     assert_eq!(got.accessible_topology, node_segment);
     expect_code(get_volume(&mut c, UNKNOWN_VOLUME).await, Code::NotFound, "ControllerGetVolume of an unknown id");
-    expect_code(get_volume(&mut c, "nosuchbackend:v-1").await, Code::NotFound, "ControllerGetVolume of another instance's id");
+    expect_code(
+        get_volume(&mut c, "nosuchbackend:v-1").await,
+        Code::NotFound,
+        "ControllerGetVolume of another instance's id",
+    );
 
     // ValidateVolumeCapabilities.
     let validate = |id: &str, caps: Vec<csi::VolumeCapability>| csi::ValidateVolumeCapabilitiesRequest {
@@ -121,7 +170,8 @@ async fn volume_lifecycle_and_capacity_rules() {
         volume_capabilities: caps,
         ..Default::default()
     };
-    let ok = expect_ok(c.validate_volume_capabilities(validate(&a.volume_id, vec![rw_mount()])).await, "Validate SNW mount");
+    let ok =
+        expect_ok(c.validate_volume_capabilities(validate(&a.volume_id, vec![rw_mount()])).await, "Validate SNW mount");
     let confirmed = ok.confirmed.unwrap_or_else(|| panic!("SINGLE_NODE_WRITER mount not confirmed: {:?}", ok.message));
     assert_eq!(confirmed.volume_capabilities, vec![rw_mount()]);
     let multi = expect_ok(
@@ -131,17 +181,33 @@ async fn volume_lifecycle_and_capacity_rules() {
     assert!(multi.confirmed.is_none(), "a node-local volume cannot be written from many nodes");
     assert!(!multi.message.is_empty(), "an unconfirmed validation says why");
     let block = expect_ok(
-        c.validate_volume_capabilities(validate(&a.volume_id, vec![block_cap(AccessMode::SingleNodeWriter), rw_mount()])).await,
+        c.validate_volume_capabilities(validate(
+            &a.volume_id,
+            vec![block_cap(AccessMode::SingleNodeWriter), rw_mount()],
+        ))
+        .await,
         "Validate SNW block + mount",
     );
     assert!(block.confirmed.is_some(), "loopfile volumes can be consumed as block devices: {:?}", block.message);
     let mixed = expect_ok(
-        c.validate_volume_capabilities(validate(&a.volume_id, vec![rw_mount(), mount_cap(AccessMode::MultiNodeReaderOnly)])).await,
+        c.validate_volume_capabilities(validate(
+            &a.volume_id,
+            vec![rw_mount(), mount_cap(AccessMode::MultiNodeReaderOnly)],
+        ))
+        .await,
         "Validate SNW + MNRO",
     );
     assert!(mixed.confirmed.is_none(), "one unsupported capability fails the whole set");
-    expect_code(c.validate_volume_capabilities(validate(UNKNOWN_VOLUME, vec![rw_mount()])).await, Code::NotFound, "Validate unknown");
-    expect_code(c.validate_volume_capabilities(validate("nosuchbackend:v-1", vec![rw_mount()])).await, Code::NotFound, "Validate foreign");
+    expect_code(
+        c.validate_volume_capabilities(validate(UNKNOWN_VOLUME, vec![rw_mount()])).await,
+        Code::NotFound,
+        "Validate unknown",
+    );
+    expect_code(
+        c.validate_volume_capabilities(validate("nosuchbackend:v-1", vec![rw_mount()])).await,
+        Code::NotFound,
+        "Validate foreign",
+    );
 
     // ControllerExpandVolume: grows, is idempotent, never shrinks.
     let expand = |id: &str, required: i64| csi::ControllerExpandVolumeRequest {
@@ -155,7 +221,8 @@ async fn volume_lifecycle_and_capacity_rules() {
     assert_eq!(std::fs::metadata(&image).unwrap().len(), (32 * MIB) as u64, "the image grew");
     let repeat = expect_ok(c.controller_expand_volume(expand(&a.volume_id, 32 * MIB)).await, "repeat expand");
     assert_eq!(repeat.capacity_bytes, 32 * MIB);
-    let smaller = expect_ok(c.controller_expand_volume(expand(&a.volume_id, 8 * MIB)).await, "expand to a smaller size");
+    let smaller =
+        expect_ok(c.controller_expand_volume(expand(&a.volume_id, 8 * MIB)).await, "expand to a smaller size");
     assert_eq!(smaller.capacity_bytes, 32 * MIB, "volumes never shrink");
     assert_eq!(std::fs::metadata(&image).unwrap().len(), (32 * MIB) as u64);
     expect_code(c.controller_expand_volume(expand(UNKNOWN_VOLUME, 32 * MIB)).await, Code::NotFound, "expand unknown");
@@ -172,14 +239,22 @@ async fn volume_lifecycle_and_capacity_rules() {
     assert!(here.available_capacity > 0, "{here:?}");
     let largest = here.maximum_volume_size.expect("loopfile reports its largest possible volume");
     assert!(largest > 0 && largest <= here.available_capacity, "{here:?}");
-    let block = expect_ok(c.get_capacity(capacity(None, vec![block_cap(AccessMode::SingleNodeWriter)])).await, "GetCapacity block");
+    let block = expect_ok(
+        c.get_capacity(capacity(None, vec![block_cap(AccessMode::SingleNodeWriter)])).await,
+        "GetCapacity block",
+    );
     assert!(block.available_capacity > 0, "{block:?}");
-    let unknown_param = csi::GetCapacityRequest { parameters: params(&[("colour", "blue")]), ..capacity(None, vec![rw_mount()]) };
+    let unknown_param =
+        csi::GetCapacityRequest { parameters: params(&[("colour", "blue")]), ..capacity(None, vec![rw_mount()]) };
     let none = expect_ok(c.get_capacity(unknown_param).await, "GetCapacity with a parameter loopfile does not take");
     assert_eq!(none.available_capacity, 0, "no space for volumes loopfile cannot make: {none:?}");
-    let this_node = expect_ok(c.get_capacity(capacity(Some(node_topology(NODE_ID)), vec![rw_mount()])).await, "GetCapacity here");
+    let this_node =
+        expect_ok(c.get_capacity(capacity(Some(node_topology(NODE_ID)), vec![rw_mount()])).await, "GetCapacity here");
     assert!(this_node.available_capacity > 0, "{this_node:?}");
-    let elsewhere = expect_ok(c.get_capacity(capacity(Some(node_topology("other-node")), vec![rw_mount()])).await, "GetCapacity elsewhere");
+    let elsewhere = expect_ok(
+        c.get_capacity(capacity(Some(node_topology("other-node")), vec![rw_mount()])).await,
+        "GetCapacity elsewhere",
+    );
     assert_eq!(elsewhere.available_capacity, 0, "a node-local backend has no space on another node");
     let multi = expect_ok(
         c.get_capacity(capacity(None, vec![mount_cap(AccessMode::MultiNodeMultiWriter)])).await,
@@ -189,7 +264,10 @@ async fn volume_lifecycle_and_capacity_rules() {
 
     // Placement: a requisite topology naming another node cannot be served here.
     let elsewhere = csi::CreateVolumeRequest {
-        accessibility_requirements: Some(csi::TopologyRequirement { requisite: vec![node_topology("other-node")], preferred: vec![] }),
+        accessibility_requirements: Some(csi::TopologyRequirement {
+            requisite: vec![node_topology("other-node")],
+            preferred: vec![],
+        }),
         ..create_req("vol-elsewhere", 16 * MIB)
     };
     expect_code(c.create_volume(elsewhere).await, Code::ResourceExhausted, "requisite topology of another node");
@@ -263,7 +341,10 @@ async fn list_volumes_paginates() {
     let mut token = String::new();
     for page in 0.. {
         assert!(page < 10, "pagination did not end: {seen:?}");
-        let response = expect_ok(c.list_volumes(csi::ListVolumesRequest { max_entries: 2, starting_token: token.clone() }).await, "ListVolumes page");
+        let response = expect_ok(
+            c.list_volumes(csi::ListVolumesRequest { max_entries: 2, starting_token: token.clone() }).await,
+            "ListVolumes page",
+        );
         assert!(response.entries.len() <= 2, "page {page} has {} entries", response.entries.len());
         for entry in &response.entries {
             let volume = entry.volume.as_ref().expect("entry without a volume");
@@ -312,46 +393,86 @@ async fn snapshots_restores_and_clones_keep_their_data() {
     }
 
     // CreateSnapshot, idempotent repeat, name clash with another source.
-    let snap = expect_ok(create_snapshot(&mut c, &source.volume_id, "snap-1").await, "CreateSnapshot").snapshot.expect("snapshot");
+    let snap = expect_ok(create_snapshot(&mut c, &source.volume_id, "snap-1").await, "CreateSnapshot")
+        .snapshot
+        .expect("snapshot");
     let snap_local = local_id(&snap.snapshot_id, "loopfile").to_owned();
     assert_eq!(snap.source_volume_id, source.volume_id);
     assert_eq!(snap.size_bytes, 16 * MIB);
     assert!(snap.ready_to_use);
     assert!(snap.creation_time.as_ref().is_some_and(|t| t.seconds > 0), "{:?}", snap.creation_time);
-    let again = expect_ok(create_snapshot(&mut c, &source.volume_id, "snap-1").await, "repeated CreateSnapshot").snapshot.unwrap();
+    let again = expect_ok(create_snapshot(&mut c, &source.volume_id, "snap-1").await, "repeated CreateSnapshot")
+        .snapshot
+        .unwrap();
     assert_eq!(again.snapshot_id, snap.snapshot_id);
     assert_eq!(again.size_bytes, snap.size_bytes);
     let other = create(&mut c, create_req("snap-other", 8 * MIB)).await;
-    expect_code(create_snapshot(&mut c, &other.volume_id, "snap-1").await, Code::AlreadyExists, "snapshot name taken by another source");
-    expect_code(create_snapshot(&mut c, UNKNOWN_VOLUME, "snap-x").await, Code::NotFound, "snapshot of an unknown volume");
-    let snap_other = expect_ok(create_snapshot(&mut c, &other.volume_id, "snap-2").await, "CreateSnapshot 2").snapshot.unwrap();
+    expect_code(
+        create_snapshot(&mut c, &other.volume_id, "snap-1").await,
+        Code::AlreadyExists,
+        "snapshot name taken by another source",
+    );
+    expect_code(
+        create_snapshot(&mut c, UNKNOWN_VOLUME, "snap-x").await,
+        Code::NotFound,
+        "snapshot of an unknown volume",
+    );
+    let snap_other =
+        expect_ok(create_snapshot(&mut c, &other.volume_id, "snap-2").await, "CreateSnapshot 2").snapshot.unwrap();
 
     // The snapshot is a point in time: change the source afterwards.
     write_at(&source_file, offsets[1], &pattern(200));
-    let snap_later = expect_ok(create_snapshot(&mut c, &source.volume_id, "snap-3").await, "CreateSnapshot 3").snapshot.unwrap();
+    let snap_later =
+        expect_ok(create_snapshot(&mut c, &source.volume_id, "snap-3").await, "CreateSnapshot 3").snapshot.unwrap();
 
     // ListSnapshots: all, by snapshot id, by source, paginated.
     let all = list_snapshots(&mut c, csi::ListSnapshotsRequest::default()).await;
-    assert_eq!(set(snapshot_ids(&all)), set([snap.snapshot_id.clone(), snap_other.snapshot_id.clone(), snap_later.snapshot_id.clone()]));
+    assert_eq!(
+        set(snapshot_ids(&all)),
+        set([snap.snapshot_id.clone(), snap_other.snapshot_id.clone(), snap_later.snapshot_id.clone()])
+    );
     assert!(all.next_token.is_empty());
-    let by_id = list_snapshots(&mut c, csi::ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await;
+    let by_id = list_snapshots(
+        &mut c,
+        csi::ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() },
+    )
+    .await;
     assert_eq!(snapshot_ids(&by_id), vec![snap.snapshot_id.clone()]);
     let listed = by_id.entries[0].snapshot.as_ref().unwrap();
-    assert_eq!((listed.source_volume_id.as_str(), listed.size_bytes, listed.ready_to_use), (source.volume_id.as_str(), 16 * MIB, true));
-    let by_source = list_snapshots(&mut c, csi::ListSnapshotsRequest { source_volume_id: source.volume_id.clone(), ..Default::default() }).await;
+    assert_eq!(
+        (listed.source_volume_id.as_str(), listed.size_bytes, listed.ready_to_use),
+        (source.volume_id.as_str(), 16 * MIB, true)
+    );
+    let by_source = list_snapshots(
+        &mut c,
+        csi::ListSnapshotsRequest { source_volume_id: source.volume_id.clone(), ..Default::default() },
+    )
+    .await;
     assert_eq!(set(snapshot_ids(&by_source)), set([snap.snapshot_id.clone(), snap_later.snapshot_id.clone()]));
     for entry in &by_source.entries {
         assert_eq!(entry.snapshot.as_ref().unwrap().source_volume_id, source.volume_id);
     }
-    let none = list_snapshots(&mut c, csi::ListSnapshotsRequest { snapshot_id: UNKNOWN_SNAPSHOT.into(), ..Default::default() }).await;
+    let none = list_snapshots(
+        &mut c,
+        csi::ListSnapshotsRequest { snapshot_id: UNKNOWN_SNAPSHOT.into(), ..Default::default() },
+    )
+    .await;
     assert!(none.entries.is_empty(), "an unknown snapshot id matches nothing: {none:?}");
-    let none = list_snapshots(&mut c, csi::ListSnapshotsRequest { source_volume_id: UNKNOWN_VOLUME.into(), ..Default::default() }).await;
+    let none = list_snapshots(
+        &mut c,
+        csi::ListSnapshotsRequest { source_volume_id: UNKNOWN_VOLUME.into(), ..Default::default() },
+    )
+    .await;
     assert!(none.entries.is_empty(), "an unknown source matches nothing: {none:?}");
     let mut seen = Vec::new();
     let mut token = String::new();
     for page in 0.. {
         assert!(page < 10, "snapshot pagination did not end: {seen:?}");
-        let response = list_snapshots(&mut c, csi::ListSnapshotsRequest { max_entries: 2, starting_token: token.clone(), ..Default::default() }).await;
+        let response = list_snapshots(
+            &mut c,
+            csi::ListSnapshotsRequest { max_entries: 2, starting_token: token.clone(), ..Default::default() },
+        )
+        .await;
         assert!(response.entries.len() <= 2);
         seen.extend(snapshot_ids(&response));
         if response.next_token.is_empty() {
@@ -373,10 +494,16 @@ async fn snapshots_restores_and_clones_keep_their_data() {
     );
 
     // GetSnapshot.
-    let got = expect_ok(c.get_snapshot(csi::GetSnapshotRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await, "GetSnapshot")
-        .snapshot
-        .expect("snapshot");
-    assert_eq!((got.snapshot_id.as_str(), got.source_volume_id.as_str(), got.size_bytes), (snap.snapshot_id.as_str(), source.volume_id.as_str(), 16 * MIB));
+    let got = expect_ok(
+        c.get_snapshot(csi::GetSnapshotRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await,
+        "GetSnapshot",
+    )
+    .snapshot
+    .expect("snapshot");
+    assert_eq!(
+        (got.snapshot_id.as_str(), got.source_volume_id.as_str(), got.size_bytes),
+        (snap.snapshot_id.as_str(), source.volume_id.as_str(), 16 * MIB)
+    );
     expect_code(
         c.get_snapshot(csi::GetSnapshotRequest { snapshot_id: UNKNOWN_SNAPSHOT.into(), ..Default::default() }).await,
         Code::NotFound,
@@ -384,7 +511,14 @@ async fn snapshots_restores_and_clones_keep_their_data() {
     );
 
     // Restore to a larger size: the data of the snapshot's moment.
-    let restored = create(&mut c, csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap.snapshot_id), ..create_req("restored", 32 * MIB) }).await;
+    let restored = create(
+        &mut c,
+        csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&snap.snapshot_id),
+            ..create_req("restored", 32 * MIB)
+        },
+    )
+    .await;
     assert_eq!(restored.capacity_bytes, 32 * MIB);
     assert_eq!(restored.content_source, from_snapshot(&snap.snapshot_id));
     let restored_file = backing_file(&root, local_id(&restored.volume_id, "loopfile"));
@@ -395,28 +529,58 @@ async fn snapshots_restores_and_clones_keep_their_data() {
     }
     assert_eq!(read_at(&restored_file, 20 * MIB as u64, 4096), vec![0u8; 4096], "the grown part is zero");
     // A retried restore is idempotent; the same name from other content is not the same volume.
-    let again = create(&mut c, csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap.snapshot_id), ..create_req("restored", 32 * MIB) }).await;
+    let again = create(
+        &mut c,
+        csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&snap.snapshot_id),
+            ..create_req("restored", 32 * MIB)
+        },
+    )
+    .await;
     assert_eq!(again.volume_id, restored.volume_id);
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap_later.snapshot_id), ..create_req("restored", 32 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&snap_later.snapshot_id),
+            ..create_req("restored", 32 * MIB)
+        })
+        .await,
         Code::AlreadyExists,
         "same name, another snapshot",
     );
-    expect_code(c.create_volume(create_req("restored", 32 * MIB)).await, Code::AlreadyExists, "same name, no content source");
+    expect_code(
+        c.create_volume(create_req("restored", 32 * MIB)).await,
+        Code::AlreadyExists,
+        "same name, no content source",
+    );
     // Restoring into less space than the content needs.
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap.snapshot_id), ..create_req("restored-small", 8 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&snap.snapshot_id),
+            ..create_req("restored-small", 8 * MIB)
+        })
+        .await,
         Code::OutOfRange,
         "restore into a smaller volume",
     );
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(UNKNOWN_SNAPSHOT), ..create_req("restored-none", 16 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(UNKNOWN_SNAPSHOT),
+            ..create_req("restored-none", 16 * MIB)
+        })
+        .await,
         Code::NotFound,
         "restore from an unknown snapshot",
     );
 
     // Clone: the source's current data.
-    let clone = create(&mut c, csi::CreateVolumeRequest { volume_content_source: from_volume(&source.volume_id), ..create_req("clone", 16 * MIB) }).await;
+    let clone = create(
+        &mut c,
+        csi::CreateVolumeRequest {
+            volume_content_source: from_volume(&source.volume_id),
+            ..create_req("clone", 16 * MIB)
+        },
+    )
+    .await;
     assert_eq!(clone.capacity_bytes, 16 * MIB);
     assert_eq!(clone.content_source, from_volume(&source.volume_id));
     let clone_file = backing_file(&root, local_id(&clone.volume_id, "loopfile"));
@@ -424,7 +588,11 @@ async fn snapshots_restores_and_clones_keep_their_data() {
     assert_eq!(read_at(&clone_file, offsets[1], 4096), pattern(200), "a clone has the source's current content");
     assert_eq!(read_at(&clone_file, offsets[2], 4096), pattern(2));
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_volume(UNKNOWN_VOLUME), ..create_req("clone-none", 16 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_volume(UNKNOWN_VOLUME),
+            ..create_req("clone-none", 16 * MIB)
+        })
+        .await,
         Code::NotFound,
         "clone of an unknown volume",
     );
@@ -444,14 +612,25 @@ async fn snapshots_restores_and_clones_keep_their_data() {
         Code::NotFound,
         "GetSnapshot after delete",
     );
-    let by_id = list_snapshots(&mut c, csi::ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await;
+    let by_id = list_snapshots(
+        &mut c,
+        csi::ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() },
+    )
+    .await;
     assert!(by_id.entries.is_empty(), "{by_id:?}");
     assert_eq!(read_at(&restored_file, offsets[1], 4096), pattern(1));
 
     // A snapshot outlives its source volume.
     expect_ok(delete_volume(&mut c, &source.volume_id).await, "DeleteVolume of the source");
     assert!(!source_file.exists());
-    let late = create(&mut c, csi::CreateVolumeRequest { volume_content_source: from_snapshot(&snap_later.snapshot_id), ..create_req("from-late", 16 * MIB) }).await;
+    let late = create(
+        &mut c,
+        csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&snap_later.snapshot_id),
+            ..create_req("from-late", 16 * MIB)
+        },
+    )
+    .await;
     let late_file = backing_file(&root, local_id(&late.volume_id, "loopfile"));
     assert_eq!(read_at(&late_file, offsets[1], 4096), pattern(200));
     assert_eq!(read_at(&late_file, offsets[2], 4096), pattern(2));
@@ -463,37 +642,56 @@ async fn required_fields_and_size_limits_are_invalid_argument() {
     let mut c = host.controller().await;
     // A real volume and snapshot, so every error below is about the missing field alone.
     let volume = create(&mut c, create_req("existing", 4 * MIB)).await;
-    let snapshot = expect_ok(create_snapshot(&mut c, &volume.volume_id, "existing-snap").await, "CreateSnapshot").snapshot.unwrap();
+    let snapshot = expect_ok(create_snapshot(&mut c, &volume.volume_id, "existing-snap").await, "CreateSnapshot")
+        .snapshot
+        .unwrap();
     let id = volume.volume_id.clone();
     let invalid = Code::InvalidArgument;
 
     // CreateVolume
     expect_code(c.create_volume(create_req("", 4 * MIB)).await, invalid, "CreateVolume without a name");
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![], ..create_req("no-caps", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![], ..create_req("no-caps", 4 * MIB) })
+            .await,
         invalid,
         "CreateVolume without capabilities",
     );
     let no_type = csi::VolumeCapability { access_type: None, ..rw_mount() };
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![no_type.clone()], ..create_req("no-type", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_capabilities: vec![no_type.clone()],
+            ..create_req("no-type", 4 * MIB)
+        })
+        .await,
         invalid,
         "CreateVolume with a capability without access type",
     );
     let no_mode = csi::VolumeCapability { access_mode: None, ..rw_mount() };
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![no_mode.clone()], ..create_req("no-mode", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_capabilities: vec![no_mode.clone()],
+            ..create_req("no-mode", 4 * MIB)
+        })
+        .await,
         invalid,
         "CreateVolume with a capability without access mode",
     );
     let unknown_mode = mount_cap(AccessMode::Unknown);
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![unknown_mode], ..create_req("unknown-mode", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_capabilities: vec![unknown_mode],
+            ..create_req("unknown-mode", 4 * MIB)
+        })
+        .await,
         invalid,
         "CreateVolume with access mode UNKNOWN",
     );
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![rw_mount(), no_mode.clone()], ..create_req("one-bad-cap", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_capabilities: vec![rw_mount(), no_mode.clone()],
+            ..create_req("one-bad-cap", 4 * MIB)
+        })
+        .await,
         invalid,
         "CreateVolume with one bad capability among good ones",
     );
@@ -501,18 +699,30 @@ async fn required_fields_and_size_limits_are_invalid_argument() {
     expect_code(delete_volume(&mut c, "").await, invalid, "DeleteVolume without an id");
     // ValidateVolumeCapabilities
     expect_code(
-        c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest { volume_capabilities: vec![rw_mount()], ..Default::default() }).await,
+        c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
+            volume_capabilities: vec![rw_mount()],
+            ..Default::default()
+        })
+        .await,
         invalid,
         "ValidateVolumeCapabilities without an id",
     );
     expect_code(
-        c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest { volume_id: id.clone(), ..Default::default() }).await,
+        c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.clone(),
+            ..Default::default()
+        })
+        .await,
         invalid,
         "ValidateVolumeCapabilities without capabilities",
     );
     expect_code(
-        c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest { volume_id: id.clone(), volume_capabilities: vec![no_type], ..Default::default() })
-            .await,
+        c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.clone(),
+            volume_capabilities: vec![no_type],
+            ..Default::default()
+        })
+        .await,
         invalid,
         "ValidateVolumeCapabilities with a capability without access type",
     );
@@ -520,15 +730,24 @@ async fn required_fields_and_size_limits_are_invalid_argument() {
     expect_code(create_snapshot(&mut c, &id, "").await, invalid, "CreateSnapshot without a name");
     expect_code(create_snapshot(&mut c, "", "snap-no-source").await, invalid, "CreateSnapshot without a source");
     // DeleteSnapshot
-    expect_code(c.delete_snapshot(csi::DeleteSnapshotRequest::default()).await, invalid, "DeleteSnapshot without an id");
+    expect_code(
+        c.delete_snapshot(csi::DeleteSnapshotRequest::default()).await,
+        invalid,
+        "DeleteSnapshot without an id",
+    );
     // ControllerExpandVolume
     expect_code(
-        c.controller_expand_volume(csi::ControllerExpandVolumeRequest { capacity_range: range(8 * MIB, 0), ..Default::default() }).await,
+        c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            capacity_range: range(8 * MIB, 0),
+            ..Default::default()
+        })
+        .await,
         invalid,
         "ControllerExpandVolume without an id",
     );
     expect_code(
-        c.controller_expand_volume(csi::ControllerExpandVolumeRequest { volume_id: id.clone(), ..Default::default() }).await,
+        c.controller_expand_volume(csi::ControllerExpandVolumeRequest { volume_id: id.clone(), ..Default::default() })
+            .await,
         invalid,
         "ControllerExpandVolume without a capacity range",
     );
@@ -549,9 +768,17 @@ async fn required_fields_and_size_limits_are_invalid_argument() {
     let v = create(&mut c, create_req(&name_128, 4 * MIB)).await;
     local_id(&v.volume_id, "loopfile");
     assert!(v.volume_id.len() <= 128, "volume ids fit the CSI string limit: {:?}", v.volume_id);
-    expect_code(c.create_volume(create_req(&"n".repeat(129), 4 * MIB)).await, invalid, "CreateVolume with a 129-byte name");
+    expect_code(
+        c.create_volume(create_req(&"n".repeat(129), 4 * MIB)).await,
+        invalid,
+        "CreateVolume with a 129-byte name",
+    );
     expect_code(create_snapshot(&mut c, &id, &"s".repeat(129)).await, invalid, "CreateSnapshot with a 129-byte name");
-    expect_code(delete_volume(&mut c, &format!("loopfile:{}", "v".repeat(120))).await, invalid, "DeleteVolume with a 129-byte id");
+    expect_code(
+        delete_volume(&mut c, &format!("loopfile:{}", "v".repeat(120))).await,
+        invalid,
+        "DeleteVolume with a 129-byte id",
+    );
 
     // Parameter maps: at most 4 KiB.
     let big = "x".repeat(4097);
@@ -571,7 +798,11 @@ async fn required_fields_and_size_limits_are_invalid_argument() {
         invalid,
         "CreateSnapshot with parameters over 4 KiB",
     );
-    let big_caps = csi::GetCapacityRequest { volume_capabilities: vec![rw_mount()], parameters: params(&[("k", &big)]), accessible_topology: None };
+    let big_caps = csi::GetCapacityRequest {
+        volume_capabilities: vec![rw_mount()],
+        parameters: params(&[("k", &big)]),
+        accessible_topology: None,
+    };
     expect_code(c.get_capacity(big_caps).await, invalid, "GetCapacity with parameters over 4 KiB");
 
     // Backend selection and parameter hygiene.
@@ -607,16 +838,31 @@ async fn required_fields_and_size_limits_are_invalid_argument() {
 
     // Capabilities loopfile cannot serve.
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![mount_cap(AccessMode::MultiNodeMultiWriter)], ..create_req("mnmw", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_capabilities: vec![mount_cap(AccessMode::MultiNodeMultiWriter)],
+            ..create_req("mnmw", 4 * MIB)
+        })
+        .await,
         invalid,
         "CreateVolume with MULTI_NODE_MULTI_WRITER",
     );
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_capabilities: vec![mount_cap_fs(AccessMode::SingleNodeWriter, "ntfs")], ..create_req("ntfs", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_capabilities: vec![mount_cap_fs(AccessMode::SingleNodeWriter, "ntfs")],
+            ..create_req("ntfs", 4 * MIB)
+        })
+        .await,
         invalid,
         "CreateVolume with an unsupported filesystem",
     );
-    let ext4 = create(&mut c, csi::CreateVolumeRequest { volume_capabilities: vec![mount_cap_fs(AccessMode::SingleNodeWriter, "ext4")], ..create_req("ext4", 4 * MIB) }).await;
+    let ext4 = create(
+        &mut c,
+        csi::CreateVolumeRequest {
+            volume_capabilities: vec![mount_cap_fs(AccessMode::SingleNodeWriter, "ext4")],
+            ..create_req("ext4", 4 * MIB)
+        },
+    )
+    .await;
     local_id(&ext4.volume_id, "loopfile");
 }
 
@@ -666,7 +912,10 @@ async fn racing_creates_make_one_volume_per_name() {
     let all = list_all_volumes(&mut c).await;
     assert_eq!(all.len(), 17);
     for id in &parallel {
-        assert_eq!(backing_file(&volumes_root(&host), local_id(id, "loopfile")).metadata().unwrap().len(), (8 * MIB) as u64);
+        assert_eq!(
+            backing_file(&volumes_root(&host), local_id(id, "loopfile")).metadata().unwrap().len(),
+            (8 * MIB) as u64
+        );
     }
 }
 
@@ -680,7 +929,8 @@ async fn secrets_never_reach_the_log() {
     let secrets = params(&[("password", SECRET)]);
 
     let volume = expect_ok(
-        c.create_volume(csi::CreateVolumeRequest { secrets: secrets.clone(), ..create_req("secretive", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest { secrets: secrets.clone(), ..create_req("secretive", 4 * MIB) })
+            .await,
         "CreateVolume with secrets",
     )
     .volume
@@ -699,23 +949,33 @@ async fn secrets_never_reach_the_log() {
     .unwrap();
     // A failing call must not leak them either.
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { secrets: secrets.clone(), ..create_req_with("secretive-bad", 4 * MIB, &[("colour", "blue")]) })
-            .await,
+        c.create_volume(csi::CreateVolumeRequest {
+            secrets: secrets.clone(),
+            ..create_req_with("secretive-bad", 4 * MIB, &[("colour", "blue")])
+        })
+        .await,
         Code::InvalidArgument,
         "CreateVolume with a bad parameter and secrets",
     );
     expect_ok(
-        c.delete_snapshot(csi::DeleteSnapshotRequest { snapshot_id: snapshot.snapshot_id, secrets: secrets.clone() }).await,
+        c.delete_snapshot(csi::DeleteSnapshotRequest { snapshot_id: snapshot.snapshot_id, secrets: secrets.clone() })
+            .await,
         "DeleteSnapshot with secrets",
     );
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id, secrets }).await, "DeleteVolume with secrets");
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id, secrets }).await,
+        "DeleteVolume with secrets",
+    );
 
     // Debug logging is on and recorded the calls ...
     assert!(host.log_eventually_contains("DeleteVolume", Duration::from_secs(5)).await, "log:\n{}", host.log());
     let log = host.log();
     let create_calls = log_lines(&log, &["CreateVolume", "secretive"]);
     assert!(!create_calls.is_empty(), "the CreateVolume request was logged at debug level; log:\n{log}");
-    assert!(!log_lines(&log, &["CreateSnapshot", "secretive-snap"]).is_empty(), "the CreateSnapshot request was logged");
+    assert!(
+        !log_lines(&log, &["CreateSnapshot", "secretive-snap"]).is_empty(),
+        "the CreateSnapshot request was logged"
+    );
     // ... but never the secret value.
     let leaks = log_lines(&log, &["hunter2"]);
     assert!(leaks.is_empty(), "the secret value leaked into the log:\n{}", leaks.join("\n"));

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Host;
-use csi_proto::v1 as csi;
 use csi::controller_service_capability::{Type as Controller, rpc::Type as Rpc};
 use csi::plugin_capability::{Type as Plugin, service::Type as Service};
+use csi_proto::v1 as csi;
 use serde::Deserialize;
 use serde_yaml::Value;
 use wasmcsi::config::{BUILTIN_PREFIX, Config};
@@ -83,13 +83,17 @@ impl Object {
         self.str(&["kind"]).unwrap_or_else(|| panic!("an object in {} has no kind", self.file.display()))
     }
     fn name(&self) -> &str {
-        self.str(&["metadata", "name"]).unwrap_or_else(|| panic!("a {} in {} has no name", self.kind(), self.file.display()))
+        self.str(&["metadata", "name"])
+            .unwrap_or_else(|| panic!("a {} in {} has no name", self.kind(), self.file.display()))
     }
     fn is_crd_kind(&self) -> bool {
         CRD_KINDS.contains(&(self.api_version(), self.kind()))
     }
     fn parse<T: serde::de::DeserializeOwned>(&self, path: &[&str]) -> T {
-        let value = path.iter().try_fold(&self.value, |v, key| v.get(key)).unwrap_or_else(|| panic!("{} has no {path:?}", self.describe()));
+        let value = path
+            .iter()
+            .try_fold(&self.value, |v, key| v.get(key))
+            .unwrap_or_else(|| panic!("{} has no {path:?}", self.describe()));
         serde_yaml::from_value(value.clone()).unwrap_or_else(|e| panic!("{} {path:?}: {e}", self.describe()))
     }
     fn describe(&self) -> String {
@@ -144,8 +148,12 @@ impl Manifests {
         let (mount, key) = config_path.rsplit_once('/').expect("--config is a file path");
         let volume = pod.volume(&host.mount_at(mount).name);
         let config_map = volume.config_map.as_ref().unwrap_or_else(|| panic!("{mount} is not a ConfigMap volume"));
-        let object = self.of_kind("ConfigMap").find(|c| c.name() == config_map.name).expect("the host's ConfigMap is in the manifests");
-        let text = object.str(&["data", key]).unwrap_or_else(|| panic!("ConfigMap {} has no key {key}", config_map.name));
+        let object = self
+            .of_kind("ConfigMap")
+            .find(|c| c.name() == config_map.name)
+            .expect("the host's ConfigMap is in the manifests");
+        let text =
+            object.str(&["data", key]).unwrap_or_else(|| panic!("ConfigMap {} has no key {key}", config_map.name));
         (key.to_string(), text.to_string())
     }
 
@@ -244,7 +252,10 @@ struct NamedConfigMap {
 impl PodSpec {
     #[track_caller]
     fn container(&self, name: &str) -> &Container {
-        self.containers.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("the DaemonSet has no container {name}"))
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("the DaemonSet has no container {name}"))
     }
 
     #[track_caller]
@@ -294,7 +305,10 @@ fn unix_path(endpoint: &str) -> &str {
 
 /// The port of `--http-endpoint=:9808`.
 fn endpoint_port(endpoint: &str) -> u16 {
-    endpoint.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or_else(|| panic!("{endpoint:?} has no port"))
+    endpoint
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("{endpoint:?} has no port"))
 }
 
 // ---- schemas ----
@@ -409,7 +423,12 @@ fn snapshot_objects_follow_their_crd_schemas() {
         let parsed: crd::VolumeSnapshot = snapshot.parse(&[]);
         let source = &parsed.spec.source;
         let sources = [&source.persistent_volume_claim_name, &source.volume_snapshot_content_name];
-        assert_eq!(sources.iter().filter(|s| s.is_some()).count(), 1, "{} names exactly one source", snapshot.describe());
+        assert_eq!(
+            sources.iter().filter(|s| s.is_some()).count(),
+            1,
+            "{} names exactly one source",
+            snapshot.describe()
+        );
         let class_name = parsed.spec.volume_snapshot_class_name.as_deref();
         assert!(
             manifests.of_kind("VolumeSnapshotClass").any(|c| Some(c.name()) == class_name),
@@ -462,13 +481,18 @@ async fn the_host_started_as_deployed_answers_what_the_manifests_expect() {
 
     // The sidecars rely on these: node-deployment provisioning needs topology, capacity
     // tracking GetCapacity, the snapshotter exits on a driver without snapshots.
-    let plugin = identity.get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {}).await.expect("GetPluginCapabilities");
+    let plugin =
+        identity.get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {}).await.expect("GetPluginCapabilities");
     let plugin: Vec<_> = plugin.into_inner().capabilities.into_iter().filter_map(|c| c.r#type).collect();
     let service = |t: Service| plugin.iter().any(|p| matches!(p, Plugin::Service(s) if s.r#type == t as i32));
     assert!(service(Service::ControllerService) && service(Service::VolumeAccessibilityConstraints), "{plugin:?}");
-    assert!(plugin.iter().any(|p| matches!(p, Plugin::VolumeExpansion(_))), "allowVolumeExpansion needs expansion: {plugin:?}");
+    assert!(
+        plugin.iter().any(|p| matches!(p, Plugin::VolumeExpansion(_))),
+        "allowVolumeExpansion needs expansion: {plugin:?}"
+    );
 
-    let controller = host.controller().await.controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {}).await;
+    let controller =
+        host.controller().await.controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {}).await;
     let rpcs: BTreeSet<i32> = controller
         .expect("ControllerGetCapabilities")
         .into_inner()
@@ -500,10 +524,16 @@ fn every_container_reaches_the_host_socket() {
 
     for sidecar in pod.containers.iter().filter(|c| c.name != host.name) {
         let address = sidecar.flag("--csi-address").unwrap_or_else(|| panic!("{} gets no --csi-address", sidecar.name));
-        assert_eq!(pod.node_path(sidecar, address).as_deref(), Some(socket.as_path()), "{} reaches {address}", sidecar.name);
+        assert_eq!(
+            pod.node_path(sidecar, address).as_deref(),
+            Some(socket.as_path()),
+            "{} reaches {address}",
+            sidecar.name
+        );
     }
     let registrar = pod.container("node-driver-registrar");
-    let registration = registrar.flag("--kubelet-registration-path").expect("the registrar gets --kubelet-registration-path");
+    let registration =
+        registrar.flag("--kubelet-registration-path").expect("the registrar gets --kubelet-registration-path");
     assert_eq!(Path::new(registration), socket, "the kubelet is told the host socket's node path");
     assert_eq!(pod.node_path(registrar, "/registration"), Some(PathBuf::from("/var/lib/kubelet/plugins_registry")));
 
@@ -511,7 +541,11 @@ fn every_container_reaches_the_host_socket() {
     // must the mounts in the host's own data dir, to outlive a restart of the container.
     assert_eq!(pod.node_path(host, "/var/lib/kubelet"), Some(PathBuf::from("/var/lib/kubelet")));
     for path in ["/var/lib/kubelet", host.flag("--data-dir").expect("the host gets --data-dir")] {
-        assert_eq!(host.mount_at(path).mount_propagation.as_deref(), Some("Bidirectional"), "{path} propagates both ways");
+        assert_eq!(
+            host.mount_at(path).mount_propagation.as_deref(),
+            Some("Bidirectional"),
+            "{path} propagates both ways"
+        );
         assert!(pod.node_path(host, path).is_some(), "{path} is on a hostPath volume");
     }
 }
@@ -523,7 +557,9 @@ fn the_liveness_probe_reaches_the_livenessprobe_sidecar() {
     let probe = host.liveness_probe.as_ref().expect("the host container has a liveness probe");
     assert_eq!(probe.http_get.path, "/healthz");
     let port = match &probe.http_get.port {
-        Value::String(name) => host.ports.iter().find(|p| p.name.as_ref() == Some(name)).expect("the named port").container_port,
+        Value::String(name) => {
+            host.ports.iter().find(|p| p.name.as_ref() == Some(name)).expect("the named port").container_port
+        }
         number => number.as_u64().and_then(|n| u16::try_from(n).ok()).expect("a port number"),
     };
     let sidecar = pod.container("livenessprobe");
@@ -550,7 +586,11 @@ fn every_host_flag_exists_in_the_host_cli() {
     for container in &pod.containers {
         for arg in &container.args {
             for var in arg.split("$(").skip(1).filter_map(|rest| rest.split_once(')').map(|(var, _)| var)) {
-                assert!(container.env.iter().any(|e| e.name == var), "{}: {arg} uses ${var}, which it does not set", container.name);
+                assert!(
+                    container.env.iter().any(|e| e.name == var),
+                    "{}: {arg} uses ${var}, which it does not set",
+                    container.name
+                );
             }
         }
     }
@@ -571,8 +611,13 @@ fn storage_classes_and_the_host_config_agree() {
     let mut classes = BTreeSet::new();
     for class in manifests.of_kind("StorageClass") {
         assert_eq!(class.str(&["provisioner"]), Some(driver), "{}", class.describe());
-        let backend = class.str(&["parameters", "backend"]).unwrap_or_else(|| panic!("{} names no backend", class.describe()));
-        assert!(instances.contains(backend), "{} names backend {backend:?}; the config has {instances:?}", class.describe());
+        let backend =
+            class.str(&["parameters", "backend"]).unwrap_or_else(|| panic!("{} names no backend", class.describe()));
+        assert!(
+            instances.contains(backend),
+            "{} names backend {backend:?}; the config has {instances:?}",
+            class.describe()
+        );
         let binding = class.str(&["volumeBindingMode"]);
         assert!(
             !node_local(backend) || binding == Some("WaitForFirstConsumer"),
@@ -581,19 +626,28 @@ fn storage_classes_and_the_host_config_agree() {
         );
         classes.insert(class.name());
     }
-    let with_class: BTreeSet<_> = manifests.of_kind("StorageClass").filter_map(|c| c.str(&["parameters", "backend"])).collect();
+    let with_class: BTreeSet<_> =
+        manifests.of_kind("StorageClass").filter_map(|c| c.str(&["parameters", "backend"])).collect();
     assert_eq!(with_class, instances, "every backend instance has a StorageClass");
 
     for claim in manifests.of_kind("PersistentVolumeClaim") {
         let class = claim.str(&["spec", "storageClassName"]).unwrap_or_default();
-        assert!(classes.contains(class), "{} uses the StorageClass {class:?}, which the manifests do not define", claim.describe());
+        assert!(
+            classes.contains(class),
+            "{} uses the StorageClass {class:?}, which the manifests do not define",
+            claim.describe()
+        );
     }
     for pod in manifests.of_kind("Pod") {
         let volumes: Vec<Value> = pod.parse(&["spec", "volumes"]);
         for inline in volumes.iter().filter_map(|v| v.get("csi")) {
             assert_eq!(inline.get("driver").and_then(Value::as_str), Some(driver), "{}", pod.describe());
             let backend = inline.get("volumeAttributes").and_then(|a| a.get("backend")).and_then(Value::as_str);
-            assert!(backend.is_some_and(|b| instances.contains(b) && node_local(b)), "{}: inline backend {backend:?}", pod.describe());
+            assert!(
+                backend.is_some_and(|b| instances.contains(b) && node_local(b)),
+                "{}: inline backend {backend:?}",
+                pod.describe()
+            );
         }
     }
     for class in manifests.of_kind("VolumeAttributesClass") {
@@ -617,8 +671,14 @@ fn the_host_config_fits_the_host_container() {
             let (dir, file) = backend.module.rsplit_once('/').expect("a module path");
             let mount = host.mount_at(dir);
             assert!(pod.volume(&mount.name).image.is_some(), "{name}: {dir} is not the backends image volume");
-            assert!(dockerfile.contains(&format!("/out/backends/{file}")), "{name}: the Dockerfile does not build {file}");
-            assert!(dockerfile.contains(&format!("/out/backends/ {dir}/")), "{name}: the host image does not carry {dir}");
+            assert!(
+                dockerfile.contains(&format!("/out/backends/{file}")),
+                "{name}: the Dockerfile does not build {file}"
+            );
+            assert!(
+                dockerfile.contains(&format!("/out/backends/ {dir}/")),
+                "{name}: the host image does not carry {dir}"
+            );
         }
         // Granted paths must be the node's, not the container's own filesystem.
         for directory in &backend.grants.directories {
@@ -626,7 +686,11 @@ fn the_host_config_fits_the_host_container() {
             assert!(pod.node_path(host, path).is_some(), "{name}: {path} is not on a hostPath volume");
         }
         for device in &backend.grants.devices {
-            assert_eq!(pod.node_path(host, device).map(|p| p.starts_with("/dev")), Some(true), "{name}: {device} is not the node's");
+            assert_eq!(
+                pod.node_path(host, device).map(|p| p.starts_with("/dev")),
+                Some(true),
+                "{name}: {device} is not the node's"
+            );
         }
         for var in &backend.grants.secret_env {
             assert!(host.env.iter().any(|e| &e.name == var), "{name}: the host container does not set {var}");
@@ -643,7 +707,9 @@ fn the_sidecars_run_as_one_daemonset() {
     // Per node: the provisioner (capacity of its node, owned by the DaemonSet) and the
     // snapshotter, each told its node's name. One leader per cluster: attacher and resizer.
     let provisioner = pod.container("csi-provisioner");
-    for (flag, value) in [("--node-deployment", "true"), ("--enable-capacity", "true"), ("--capacity-ownerref-level", "1")] {
+    for (flag, value) in
+        [("--node-deployment", "true"), ("--enable-capacity", "true"), ("--capacity-ownerref-level", "1")]
+    {
         assert_eq!(provisioner.flag(flag), Some(value), "csi-provisioner {flag}");
     }
     let env = [("NODE_NAME", "spec.nodeName"), ("NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")];
@@ -672,19 +738,30 @@ fn the_sidecars_run_as_one_daemonset() {
         assert!(!tag.is_empty() && tag != "latest", "{} is not pinned: {}", container.name, container.image);
         let upstream = container.image.starts_with("registry.k8s.io/sig-storage/");
         assert_eq!(upstream, container.name != "wasmcsi", "{} runs {}", container.name, container.image);
-        let token = container.volume_mounts.iter().any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount");
+        let token =
+            container.volume_mounts.iter().any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount");
         assert_eq!(token, API_SIDECARS.contains(&container.name.as_str()), "{} and the API token", container.name);
     }
 
     // The ServiceAccount exists, and every binding grants it a role that exists.
-    let account = manifests.of_kind("ServiceAccount").find(|a| a.name() == pod.service_account_name).expect("the ServiceAccount");
+    let account =
+        manifests.of_kind("ServiceAccount").find(|a| a.name() == pod.service_account_name).expect("the ServiceAccount");
     assert_eq!(account.str(&["metadata", "namespace"]), Some(namespace.as_str()));
     let roles: BTreeMap<(&str, &str), &Object> =
         manifests.objects.iter().filter(|o| o.kind().ends_with("Role")).map(|o| ((o.kind(), o.name()), o)).collect();
     for binding in manifests.objects.iter().filter(|o| o.kind().ends_with("RoleBinding")) {
-        let role = (binding.str(&["roleRef", "kind"]).expect("roleRef.kind"), binding.str(&["roleRef", "name"]).expect("roleRef.name"));
-        let found = roles.get(&role).unwrap_or_else(|| panic!("{} binds {role:?}, which is not defined", binding.describe()));
-        assert_eq!(found.str(&["metadata", "namespace"]), binding.str(&["metadata", "namespace"]), "{}", binding.describe());
+        let role = (
+            binding.str(&["roleRef", "kind"]).expect("roleRef.kind"),
+            binding.str(&["roleRef", "name"]).expect("roleRef.name"),
+        );
+        let found =
+            roles.get(&role).unwrap_or_else(|| panic!("{} binds {role:?}, which is not defined", binding.describe()));
+        assert_eq!(
+            found.str(&["metadata", "namespace"]),
+            binding.str(&["metadata", "namespace"]),
+            "{}",
+            binding.describe()
+        );
         let subjects: Vec<Value> = binding.parse(&["subjects"]);
         for subject in &subjects {
             assert_eq!(subject["name"].as_str(), Some(pod.service_account_name.as_str()), "{}", binding.describe());
@@ -710,8 +787,13 @@ async fn node_local_volumes_grow_on_the_node_that_holds_them() {
     }
     let [owner, elsewhere] = &hosts;
     let cap = common::block_cap(common::AccessMode::SingleNodeWriter);
-    let request = csi::CreateVolumeRequest { volume_capabilities: vec![cap.clone()], ..common::create_req("pvc-grow", 64 * common::MIB) };
-    let volume = common::expect_ok(owner.controller().await.create_volume(request).await, "CreateVolume").volume.expect("a volume");
+    let request = csi::CreateVolumeRequest {
+        volume_capabilities: vec![cap.clone()],
+        ..common::create_req("pvc-grow", 64 * common::MIB)
+    };
+    let volume = common::expect_ok(owner.controller().await.create_volume(request).await, "CreateVolume")
+        .volume
+        .expect("a volume");
     let file = common::backing_file(&owner.path().join("volumes"), common::local_id(&volume.volume_id, "loopfile"));
     let size = || std::fs::metadata(&file).expect("the backing file").len() as i64;
 
@@ -721,7 +803,10 @@ async fn node_local_volumes_grow_on_the_node_that_holds_them() {
         volume_capability: Some(cap.clone()),
         ..Default::default()
     };
-    let grown = common::expect_ok(elsewhere.controller().await.controller_expand_volume(grow).await, "ControllerExpandVolume on another node");
+    let grown = common::expect_ok(
+        elsewhere.controller().await.controller_expand_volume(grow).await,
+        "ControllerExpandVolume on another node",
+    );
     assert_eq!(grown.capacity_bytes, 128 * common::MIB);
     assert!(grown.node_expansion_required, "the owning node grows the volume");
     assert_eq!(size(), 64 * common::MIB, "nothing grows before the owning node's NodeExpandVolume");
@@ -763,7 +848,8 @@ async fn node_local_volumes_grow_on_the_node_that_holds_them() {
 
     let unpublish = csi::NodeUnpublishVolumeRequest { volume_id: volume.volume_id.clone(), target_path: text(&target) };
     common::expect_ok(node.node_unpublish_volume(unpublish).await, "NodeUnpublishVolume");
-    let unstage = csi::NodeUnstageVolumeRequest { volume_id: volume.volume_id.clone(), staging_target_path: text(&staging) };
+    let unstage =
+        csi::NodeUnstageVolumeRequest { volume_id: volume.volume_id.clone(), staging_target_path: text(&staging) };
     common::expect_ok(node.node_unstage_volume(unstage).await, "NodeUnstageVolume");
     common::assert_no_leftovers(owner);
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use csi_proto::v1 as csi;
 use csi::controller_service_capability::rpc::Type as Rpc;
 use csi::plugin_capability::{Type as PluginType, service, volume_expansion};
+use csi_proto::v1 as csi;
 use tonic::Code;
 
 /// What GetPluginCapabilities lists, in a comparable form.
@@ -17,7 +17,10 @@ enum Cap {
 }
 
 async fn plugin_capabilities(host: &Host) -> std::collections::BTreeSet<Cap> {
-    let response = expect_ok(host.identity().await.get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {}).await, "GetPluginCapabilities");
+    let response = expect_ok(
+        host.identity().await.get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {}).await,
+        "GetPluginCapabilities",
+    );
     let caps: Vec<Cap> = response
         .capabilities
         .iter()
@@ -54,7 +57,10 @@ async fn default_host_identity_capabilities_and_node_info() {
     let info = expect_ok(identity.get_plugin_info(csi::GetPluginInfoRequest {}).await, "GetPluginInfo");
     assert_eq!(info.name, DRIVER);
     assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
-    let loaded = info.manifest.get("backend.loopfile").unwrap_or_else(|| panic!("manifest does not name the loopfile instance: {:?}", info.manifest));
+    let loaded = info
+        .manifest
+        .get("backend.loopfile")
+        .unwrap_or_else(|| panic!("manifest does not name the loopfile instance: {:?}", info.manifest));
     assert!(loaded.starts_with("loopfile "), "manifest entry names the component kind and version: {loaded:?}");
     assert!(loaded.len() > "loopfile ".len(), "manifest entry has a version: {loaded:?}");
     assert_eq!(info.manifest.len(), 1, "only one backend is loaded: {:?}", info.manifest);
@@ -131,7 +137,10 @@ async fn node_mode_serves_no_controller() {
     host.start().await;
 
     let caps = plugin_capabilities(&host).await;
-    assert!(!caps.contains(&Cap::Service(service::Type::ControllerService)), "node mode advertises the controller: {caps:?}");
+    assert!(
+        !caps.contains(&Cap::Service(service::Type::ControllerService)),
+        "node mode advertises the controller: {caps:?}"
+    );
     assert!(caps.contains(&Cap::Service(service::Type::VolumeAccessibilityConstraints)), "{caps:?}");
 
     let mut controller = host.controller().await;
@@ -140,9 +149,16 @@ async fn node_mode_serves_no_controller() {
         Code::Unimplemented,
         "ControllerGetCapabilities in node mode",
     );
-    expect_code(controller.create_volume(create_req("node-mode", 16 * MIB)).await, Code::Unimplemented, "CreateVolume in node mode");
     expect_code(
-        host.group_controller().await.group_controller_get_capabilities(csi::GroupControllerGetCapabilitiesRequest {}).await,
+        controller.create_volume(create_req("node-mode", 16 * MIB)).await,
+        Code::Unimplemented,
+        "CreateVolume in node mode",
+    );
+    expect_code(
+        host.group_controller()
+            .await
+            .group_controller_get_capabilities(csi::GroupControllerGetCapabilitiesRequest {})
+            .await,
         Code::Unimplemented,
         "GroupControllerGetCapabilities in node mode",
     );
@@ -160,7 +176,11 @@ async fn controller_mode_serves_no_node() {
 
     let caps = plugin_capabilities(&host).await;
     assert!(caps.contains(&Cap::Service(service::Type::ControllerService)), "{caps:?}");
-    expect_code(host.node().await.node_get_info(csi::NodeGetInfoRequest {}).await, Code::Unimplemented, "NodeGetInfo in controller mode");
+    expect_code(
+        host.node().await.node_get_info(csi::NodeGetInfoRequest {}).await,
+        Code::Unimplemented,
+        "NodeGetInfo in controller mode",
+    );
     let rpcs = controller_rpcs(&host).await;
     assert!(rpcs.contains(&Rpc::CreateDeleteVolume), "{rpcs:?}");
 }
@@ -177,11 +197,18 @@ async fn driver_name_flag_renames_the_plugin() {
 
     // The node topology key is derived from the driver name.
     let node = expect_ok(host.node().await.node_get_info(csi::NodeGetInfoRequest {}).await, "NodeGetInfo");
-    assert_eq!(node.accessible_topology, Some(csi::Topology { segments: params(&[("topology.csi.example.org/node", NODE_ID)]) }));
-    let volume = expect_ok(host.controller().await.create_volume(create_req("renamed", 16 * MIB)).await, "CreateVolume")
-        .volume
-        .expect("volume");
-    assert_eq!(volume.accessible_topology, vec![csi::Topology { segments: params(&[("topology.csi.example.org/node", NODE_ID)]) }]);
+    assert_eq!(
+        node.accessible_topology,
+        Some(csi::Topology { segments: params(&[("topology.csi.example.org/node", NODE_ID)]) })
+    );
+    let volume =
+        expect_ok(host.controller().await.create_volume(create_req("renamed", 16 * MIB)).await, "CreateVolume")
+            .volume
+            .expect("volume");
+    assert_eq!(
+        volume.accessible_topology,
+        vec![csi::Topology { segments: params(&[("topology.csi.example.org/node", NODE_ID)]) }]
+    );
 }
 
 /// The controller RPC capabilities the loopfile backend leads to (see backends/loopfile/src

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use csi_proto::v1 as csi;
 use csi::controller_client::ControllerClient;
+use csi_proto::v1 as csi;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -61,7 +61,8 @@ fn report_rows(json: &str, kind: &str) -> Vec<serde_json::Value> {
 }
 
 fn lvs(vg: &str) -> Vec<Lv> {
-    let json = lvm(&["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_name,lv_size,lv_tags", vg]);
+    let json =
+        lvm(&["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_name,lv_size,lv_tags", vg]);
     report_rows(&json, "lv")
         .iter()
         .map(|row| Lv {
@@ -154,7 +155,10 @@ async fn create(c: &mut ControllerClient<Channel>, request: csi::CreateVolumeReq
 }
 
 async fn delete(c: &mut ControllerClient<Channel>, id: &str) {
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await, "DeleteVolume");
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await,
+        "DeleteVolume",
+    );
 }
 
 /// The LV name the backend gives the volume named `name`.
@@ -181,7 +185,11 @@ async fn thick_volumes_are_tagged_lvs_and_capacity_follows_the_volume_group() {
     let mut c = host.controller().await;
 
     let free_a = vg_free(&a.name);
-    assert_eq!(capacity(&mut c, "lvm-a", None).await, free_a - reserve, "thick capacity is VG free space minus the reserve");
+    assert_eq!(
+        capacity(&mut c, "lvm-a", None).await,
+        free_a - reserve,
+        "thick capacity is VG free space minus the reserve"
+    );
     assert_eq!(capacity(&mut c, "lvm-a", Some(node_topology(NODE_ID))).await, free_a - reserve);
     assert_eq!(capacity(&mut c, "lvm-a", Some(node_topology("elsewhere"))).await, 0, "no capacity on another node");
 
@@ -282,15 +290,25 @@ async fn lvs_the_backend_did_not_make_are_left_alone() {
     delete(&mut c, &format!("lvm:{forged}")).await;
     delete(&mut c, "lvm:foreign").await;
     let names: Vec<String> = lvs(&vg.name).into_iter().map(|lv| lv.name).collect();
-    assert!(names.contains(&"foreign".to_string()) && names.contains(&forged), "DeleteVolume removed an LV it did not make: {names:?}");
+    assert!(
+        names.contains(&"foreign".to_string()) && names.contains(&forged),
+        "DeleteVolume removed an LV it did not make: {names:?}"
+    );
     // The forged LV is neither adopted for the name its LV name claims nor for its tag.
     for name in ["pvc-victim", "pvc-other"] {
         let created = c.create_volume(create_req_with(name, 8 * MIB, &[("backend", "lvm")])).await;
         if let Ok(response) = &created {
-            assert_ne!(response.get_ref().volume.as_ref().unwrap().volume_id, format!("lvm:{forged}"), "{name} adopted a forged LV");
+            assert_ne!(
+                response.get_ref().volume.as_ref().unwrap().volume_id,
+                format!("lvm:{forged}"),
+                "{name} adopted a forged LV"
+            );
         }
     }
-    assert_eq!(lvs(&vg.name).iter().find(|lv| lv.name == forged).map(|lv| lv.tags.clone()), Some(vec![name_tag("pvc-other")]));
+    assert_eq!(
+        lvs(&vg.name).iter().find(|lv| lv.name == forged).map(|lv| lv.tags.clone()),
+        Some(vec![name_tag("pvc-other")])
+    );
     host.terminate().await;
 }
 
@@ -303,7 +321,10 @@ async fn a_missing_volume_group_stops_the_host_with_lvms_message() {
     host.write_config("lvm.toml", &lvm_toml("lvm", "wcsi-no-such-vg", ""));
     let (status, log) = host.start_expecting_failure().await;
     assert!(!status.success());
-    assert!(log.contains("wcsi-no-such-vg") && log.contains("not found"), "the log should say which VG is missing:\n{log}");
+    assert!(
+        log.contains("wcsi-no-such-vg") && log.contains("not found"),
+        "the log should say which VG is missing:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -315,7 +336,9 @@ async fn an_optional_instance_without_its_volume_group_serves_nothing() {
     host.write_config("lvm.toml", &lvm_toml("lvm", "wcsi-no-such-vg", ", optional = true"));
     host.start().await;
     assert!(
-        log_lines(&host.log(), &["WARN", "wcsi-no-such-vg", "is not on this node: this instance serves nothing here"]).len() == 1,
+        log_lines(&host.log(), &["WARN", "wcsi-no-such-vg", "is not on this node: this instance serves nothing here"])
+            .len()
+            == 1,
         "the load should warn that the instance serves nothing here:\n{}",
         host.log()
     );
@@ -377,7 +400,11 @@ async fn thin_volumes_snapshots_and_staging_need_device_mapper() {
     restore.volume_content_source = from_snapshot(&snapshot.snapshot_id);
     let restored = create(&mut c, restore).await;
     stage_and_publish(&mut n, &restored, &staging, &target).await;
-    assert_eq!(read_at(&target.join("data"), 0, pattern(7).len()), pattern(7), "the restored volume holds the snapshot's data");
+    assert_eq!(
+        read_at(&target.join("data"), 0, pattern(7).len()),
+        pattern(7),
+        "the restored volume holds the snapshot's data"
+    );
     unpublish_and_unstage(&mut n, &restored.volume_id, &staging, &target).await;
 
     for id in [&restored.volume_id, &volume.volume_id] {
@@ -391,7 +418,12 @@ async fn thin_volumes_snapshots_and_staging_need_device_mapper() {
     assert_no_leftovers(&host);
 }
 
-async fn stage_and_publish(n: &mut csi::node_client::NodeClient<Channel>, volume: &csi::Volume, staging: &Path, target: &Path) {
+async fn stage_and_publish(
+    n: &mut csi::node_client::NodeClient<Channel>,
+    volume: &csi::Volume,
+    staging: &Path,
+    target: &Path,
+) {
     std::fs::create_dir_all(staging).unwrap();
     expect_ok(
         n.node_stage_volume(csi::NodeStageVolumeRequest {
@@ -420,13 +452,19 @@ async fn stage_and_publish(n: &mut csi::node_client::NodeClient<Channel>, volume
 
 async fn unpublish_and_unstage(n: &mut csi::node_client::NodeClient<Channel>, id: &str, staging: &Path, target: &Path) {
     expect_ok(
-        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: id.into(), target_path: target.display().to_string() })
-            .await,
+        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: id.into(),
+            target_path: target.display().to_string(),
+        })
+        .await,
         "NodeUnpublishVolume",
     );
     expect_ok(
-        n.node_unstage_volume(csi::NodeUnstageVolumeRequest { volume_id: id.into(), staging_target_path: staging.display().to_string() })
-            .await,
+        n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await,
         "NodeUnstageVolume",
     );
 }

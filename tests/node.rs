@@ -99,7 +99,13 @@ fn text(path: &Path) -> String {
 
 // ---- controller steps ----
 
-async fn create_volume(c: &mut Controller, name: &str, cap: &csi::VolumeCapability, size: i64, source: Option<csi::VolumeContentSource>) -> Vol {
+async fn create_volume(
+    c: &mut Controller,
+    name: &str,
+    cap: &csi::VolumeCapability,
+    size: i64,
+    source: Option<csi::VolumeContentSource>,
+) -> Vol {
     let request = csi::CreateVolumeRequest {
         name: name.into(),
         capacity_range: range(size, 0),
@@ -107,7 +113,9 @@ async fn create_volume(c: &mut Controller, name: &str, cap: &csi::VolumeCapabili
         volume_content_source: source,
         ..Default::default()
     };
-    let volume = expect_ok(c.create_volume(request).await, &format!("CreateVolume {name:?}")).volume.expect("CreateVolume answered without a volume");
+    let volume = expect_ok(c.create_volume(request).await, &format!("CreateVolume {name:?}"))
+        .volume
+        .expect("CreateVolume answered without a volume");
     assert_eq!(volume.capacity_bytes, size, "CreateVolume {name:?}: the requested size");
     Vol { id: volume.volume_id, context: volume.volume_context, cap: cap.clone(), capacity: volume.capacity_bytes }
 }
@@ -117,7 +125,10 @@ async fn create(c: &mut Controller, name: &str, kind: Kind) -> Vol {
 }
 
 async fn delete_volume(c: &mut Controller, id: &str) {
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await, &format!("DeleteVolume {id}"));
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await,
+        &format!("DeleteVolume {id}"),
+    );
 }
 
 async fn volume_ids(c: &mut Controller) -> Vec<String> {
@@ -178,7 +189,10 @@ fn stats_req(id: &str, path: &Path) -> csi::NodeGetVolumeStatsRequest {
 }
 
 async fn stage(n: &mut Node, volume: &Vol, staging: &Path) {
-    expect_ok(n.node_stage_volume(stage_req(volume, staging)).await, &format!("NodeStageVolume {} at {}", volume.id, staging.display()));
+    expect_ok(
+        n.node_stage_volume(stage_req(volume, staging)).await,
+        &format!("NodeStageVolume {} at {}", volume.id, staging.display()),
+    );
 }
 
 async fn publish(n: &mut Node, volume: &Vol, staging: &Path, target: &Path, readonly: bool) {
@@ -189,25 +203,42 @@ async fn publish(n: &mut Node, volume: &Vol, staging: &Path, target: &Path, read
 }
 
 async fn unpublish(n: &mut Node, id: &str, target: &Path) {
-    expect_ok(n.node_unpublish_volume(unpublish_req(id, target)).await, &format!("NodeUnpublishVolume {id} at {}", target.display()));
+    expect_ok(
+        n.node_unpublish_volume(unpublish_req(id, target)).await,
+        &format!("NodeUnpublishVolume {id} at {}", target.display()),
+    );
 }
 
 async fn unstage(n: &mut Node, id: &str, staging: &Path) {
-    expect_ok(n.node_unstage_volume(unstage_req(id, staging)).await, &format!("NodeUnstageVolume {id} at {}", staging.display()));
+    expect_ok(
+        n.node_unstage_volume(unstage_req(id, staging)).await,
+        &format!("NodeUnstageVolume {id} at {}", staging.display()),
+    );
 }
 
 async fn volume_stats(n: &mut Node, id: &str, path: &Path) -> csi::NodeGetVolumeStatsResponse {
-    expect_ok(n.node_get_volume_stats(stats_req(id, path)).await, &format!("NodeGetVolumeStats {id} at {}", path.display()))
+    expect_ok(
+        n.node_get_volume_stats(stats_req(id, path)).await,
+        &format!("NodeGetVolumeStats {id} at {}", path.display()),
+    )
 }
 
 #[track_caller]
 fn usage(stats: &csi::NodeGetVolumeStatsResponse, unit: Unit) -> csi::VolumeUsage {
-    stats.usage.iter().find(|u| u.unit == unit as i32).cloned().unwrap_or_else(|| panic!("no {unit:?} usage in {stats:?}"))
+    stats
+        .usage
+        .iter()
+        .find(|u| u.unit == unit as i32)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {unit:?} usage in {stats:?}"))
 }
 
 #[track_caller]
 fn condition(stats: &csi::NodeGetVolumeStatsResponse) -> csi::VolumeCondition {
-    stats.volume_condition.clone().unwrap_or_else(|| panic!("VOLUME_CONDITION is advertised, yet the stats carry none: {stats:?}"))
+    stats
+        .volume_condition
+        .clone()
+        .unwrap_or_else(|| panic!("VOLUME_CONDITION is advertised, yet the stats carry none: {stats:?}"))
 }
 
 // ---- data and kernel state ----
@@ -264,7 +295,9 @@ fn is_block_device(path: &Path) -> bool {
 }
 
 fn device_size(path: &Path) -> u64 {
-    File::open(path).and_then(|mut f| f.seek(SeekFrom::End(0))).unwrap_or_else(|e| panic!("size of {}: {e}", path.display()))
+    File::open(path)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .unwrap_or_else(|e| panic!("size of {}: {e}", path.display()))
 }
 
 /// Asserts `volume` is staged at `staging` exactly once, the way `kind` stages.
@@ -277,7 +310,10 @@ fn assert_staged(kind: Kind, staging: &Path) {
             assert_eq!(mounts[0].mount_point, staging, "the filesystem is mounted at the staging path itself");
             assert_eq!(mounts[0].fs_type, fs, "staged with the requested filesystem");
         }
-        None => assert!(is_block_device(&mounts[0].mount_point), "a block volume's staging holds a device node: {mounts:#?}"),
+        None => assert!(
+            is_block_device(&mounts[0].mount_point),
+            "a block volume's staging holds a device node: {mounts:#?}"
+        ),
     }
 }
 
@@ -389,17 +425,26 @@ async fn lifecycle(test: &str, kind: Kind) {
     match n.node_expand_volume(expand_req(&volume, &target, &staging, new_size)).await {
         Ok(response) => {
             let response = response.into_inner();
-            assert!(response.capacity_bytes >= new_size, "NodeExpandVolume answers at least the new size {new_size}: {response:?}");
+            assert!(
+                response.capacity_bytes >= new_size,
+                "NodeExpandVolume answers at least the new size {new_size}: {response:?}"
+            );
             expanded_ok = true;
         }
         Err(status) if online_possible => findings.check(false, || {
-            format!("{kind:?}: online NodeExpandVolume to {new_size} bytes failed with {:?}: {:?}", status.code(), status.message())
+            format!(
+                "{kind:?}: online NodeExpandVolume to {new_size} bytes failed with {:?}: {:?}",
+                status.code(),
+                status.message()
+            )
         }),
         Err(status) => {
             // Like a kernel without device-mapper, a container that withholds the capability
             // even from root is the machine, not the host: say so, and test the way left.
             let why = "this machine withholds CAP_SYS_RESOURCE even from root, and the kernel demands it to grow a mounted ext4";
-            eprintln!("NOTE {test}: online ext4 growth not tested: {why}; testing the growth at the next stage instead");
+            eprintln!(
+                "NOTE {test}: online ext4 growth not tested: {why}; testing the growth at the next stage instead"
+            );
             assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{:?}", status.message());
             assert!(
                 status.message().contains("CAP_SYS_RESOURCE"),
@@ -416,7 +461,10 @@ async fn lifecycle(test: &str, kind: Kind) {
                 n.node_expand_volume(expand_req(&volume, &target, &staging, new_size)).await,
                 "NodeExpandVolume after the volume was staged again",
             );
-            assert!(response.capacity_bytes >= new_size, "NodeExpandVolume answers at least the new size {new_size}: {response:?}");
+            assert!(
+                response.capacity_bytes >= new_size,
+                "NodeExpandVolume answers at least the new size {new_size}: {response:?}"
+            );
             expanded_ok = true;
         }
     }
@@ -429,7 +477,11 @@ async fn lifecycle(test: &str, kind: Kind) {
     assert!(!condition(&after).abnormal, "a healthy volume: {:?}", condition(&after));
     match kind {
         Kind::Block => {
-            assert_eq!(before_bytes.total, kind.size(), "block stats report the device size before expansion: {before:?}");
+            assert_eq!(
+                before_bytes.total,
+                kind.size(),
+                "block stats report the device size before expansion: {before:?}"
+            );
             if expanded_ok {
                 assert_eq!(after_bytes.total, new_size, "block stats report the new device size: {after:?}");
                 assert_eq!(device_size(&target), new_size as u64, "the published device node has the new size");
@@ -438,7 +490,10 @@ async fn lifecycle(test: &str, kind: Kind) {
         Kind::Ext4 | Kind::Xfs => {
             assert!(before_bytes.total > 0 && before_bytes.total <= kind.size(), "{before:?}");
             if expanded_ok {
-                assert!(after_bytes.total > before_bytes.total, "the filesystem grew: before {before:?}, after {after:?}");
+                assert!(
+                    after_bytes.total > before_bytes.total,
+                    "the filesystem grew: before {before:?}, after {after:?}"
+                );
                 assert!(
                     after_bytes.total <= new_size && after_bytes.total >= new_size * 3 / 4,
                     "the filesystem fills most of the {new_size}-byte device: {after:?}"
@@ -447,7 +502,11 @@ async fn lifecycle(test: &str, kind: Kind) {
             assert!(after_bytes.used > 0 && after_bytes.available > 0, "{after:?}");
             assert!(after_bytes.used + after_bytes.available <= after_bytes.total, "{after:?}");
             let st = nix::sys::statvfs::statvfs(&target).expect("statvfs of the target");
-            assert_eq!(after_bytes.total as u64, st.blocks() as u64 * st.fragment_size() as u64, "stats agree with statvfs");
+            assert_eq!(
+                after_bytes.total as u64,
+                st.blocks() as u64 * st.fragment_size() as u64,
+                "stats agree with statvfs"
+            );
             let inodes = usage(&after, Unit::Inodes);
             assert!(inodes.total > 0 && inodes.used > 0 && inodes.available > 0, "{after:?}");
             assert_eq!(inodes.used + inodes.available, inodes.total, "{after:?}");
@@ -457,14 +516,21 @@ async fn lifecycle(test: &str, kind: Kind) {
     // Snapshot, restore into a new volume, stage and publish it: it holds the data.
     nix::unistd::sync();
     let snapshot = expect_ok(
-        c.create_snapshot(csi::CreateSnapshotRequest { source_volume_id: volume.id.clone(), name: format!("{test}-snap"), ..Default::default() }).await,
+        c.create_snapshot(csi::CreateSnapshotRequest {
+            source_volume_id: volume.id.clone(),
+            name: format!("{test}-snap"),
+            ..Default::default()
+        })
+        .await,
         "CreateSnapshot",
     )
     .snapshot
     .expect("CreateSnapshot answered without a snapshot");
     assert!(snapshot.ready_to_use);
     assert_eq!(snapshot.size_bytes, new_size, "the snapshot has the expanded size");
-    let restored = create_volume(&mut c, &format!("{test}-restored"), &volume.cap, new_size, from_snapshot(&snapshot.snapshot_id)).await;
+    let restored =
+        create_volume(&mut c, &format!("{test}-restored"), &volume.cap, new_size, from_snapshot(&snapshot.snapshot_id))
+            .await;
     let restored_image = image_of(&host, &restored);
     let (staging_r, target_r) = (host.node_path("staging-restored"), host.node_path("target-restored"));
     // Staged while the source is still staged (as two pods on one node would have them).
@@ -497,7 +563,11 @@ async fn lifecycle(test: &str, kind: Kind) {
     unstage(&mut n, &volume.id, &staging).await;
     assert!(loops_of(&image).is_empty() && loops_of(&restored_image).is_empty(), "{:#?}", loop_devices());
     expect_ok(
-        c.delete_snapshot(csi::DeleteSnapshotRequest { snapshot_id: snapshot.snapshot_id.clone(), ..Default::default() }).await,
+        c.delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await,
         "DeleteSnapshot",
     );
     delete_volume(&mut c, &restored.id).await;
@@ -556,7 +626,10 @@ async fn readonly_publish_refuses_writes_and_two_targets_share_the_data() {
     };
     let erofs = Some(Errno::EROFS as i32);
     assert_eq!(errno(std::fs::write(ro.join("new-file"), b"x"), "creating a file"), erofs);
-    assert_eq!(errno(OpenOptions::new().write(true).open(ro.join(DATA_FILE)).map(drop), "opening a file for writing"), erofs);
+    assert_eq!(
+        errno(OpenOptions::new().write(true).open(ro.join(DATA_FILE)).map(drop), "opening a file for writing"),
+        erofs
+    );
     assert_eq!(errno(std::fs::remove_file(ro.join(DATA_FILE)), "removing a file"), erofs);
     assert_eq!(errno(std::fs::create_dir(ro.join("dir")), "creating a directory"), erofs);
     // The rw target still works after the refusals.
@@ -566,12 +639,19 @@ async fn readonly_publish_refuses_writes_and_two_targets_share_the_data() {
     publish(&mut n, &volume, &staging, &second, false).await;
     assert_published(Kind::Ext4, &second, false);
     assert_eq!(read_data(Kind::Ext4, &second), pattern(3));
-    std::fs::write(second.join("from-second.txt"), b"hello from the second target").expect("write through the second target");
-    assert_eq!(std::fs::read(rw.join("from-second.txt")).expect("read through the first target"), b"hello from the second target");
+    std::fs::write(second.join("from-second.txt"), b"hello from the second target")
+        .expect("write through the second target");
+    assert_eq!(
+        std::fs::read(rw.join("from-second.txt")).expect("read through the first target"),
+        b"hello from the second target"
+    );
     assert_eq!(std::fs::read(second.join("after-ro.txt")).expect("read through the second target"), b"still writable");
     assert_eq!(mounts_under(&staging).len(), 1, "publishing twice did not stage twice");
     let devices: Vec<String> = [&rw, &ro, &second].iter().map(|t| mounts_at(t)[0].device.clone()).collect();
-    assert!(devices.iter().all(|d| *d == mounts_at(&staging)[0].device), "every target binds the staged filesystem: {devices:?}");
+    assert!(
+        devices.iter().all(|d| *d == mounts_at(&staging)[0].device),
+        "every target binds the staged filesystem: {devices:?}"
+    );
 
     for target in [&rw, &ro, &second] {
         unpublish(&mut n, &volume.id, target).await;
@@ -650,10 +730,17 @@ async fn idempotency(test: &str, kind: Kind) {
     assert_eq!(loops_of(&image_a).len(), 1, "{:#?}", loops_of(&image_a));
 
     // Another volume at the same staging path: ALREADY_EXISTS, a's staging untouched.
-    expect_code(n.node_stage_volume(stage_req(&b, &staging)).await, Code::AlreadyExists, "NodeStage of another volume at a's staging path");
+    expect_code(
+        n.node_stage_volume(stage_req(&b, &staging)).await,
+        Code::AlreadyExists,
+        "NodeStage of another volume at a's staging path",
+    );
     assert_staged(kind, &staging);
     findings.check(loops_of(&image_b).is_empty(), || {
-        format!("{kind:?}: the refused NodeStage of b left b's image attached to a loop device: {:#?}", loops_of(&image_b))
+        format!(
+            "{kind:?}: the refused NodeStage of b left b's image attached to a loop device: {:#?}",
+            loops_of(&image_b)
+        )
     });
 
     // Publish twice: OK, published once.
@@ -664,7 +751,10 @@ async fn idempotency(test: &str, kind: Kind) {
     // The same target with an incompatible readonly flag: ALREADY_EXISTS (CSI spec).
     let status = n.node_publish_volume(publish_req(&a, &staging, &target, true)).await;
     findings.check(matches!(&status, Err(s) if s.code() == Code::AlreadyExists), || {
-        format!("{kind:?}: NodePublish of a published target again with readonly=true answered {}, not ALREADY_EXISTS", answer(&status))
+        format!(
+            "{kind:?}: NodePublish of a published target again with readonly=true answered {}, not ALREADY_EXISTS",
+            answer(&status)
+        )
     });
     assert_published(kind, &target, false);
 
@@ -688,7 +778,10 @@ async fn idempotency(test: &str, kind: Kind) {
     for _ in 0..2 {
         let stats = volume_stats(&mut n, &a.id, &target).await;
         assert!(!condition(&stats).abnormal, "{stats:?}");
-        let expanded = expect_ok(n.node_expand_volume(expand_req(&a, &target, &staging, a.capacity)).await, "NodeExpandVolume to the current size");
+        let expanded = expect_ok(
+            n.node_expand_volume(expand_req(&a, &target, &staging, a.capacity)).await,
+            "NodeExpandVolume to the current size",
+        );
         assert_eq!(expanded.capacity_bytes, a.capacity, "nothing to grow: the size stays");
     }
     assert_published(kind, &target, false);
@@ -749,7 +842,11 @@ async fn staging_ext4_as_xfs_is_refused_and_keeps_the_data() {
     unstage(&mut n, &volume.id, &staging).await;
 
     let as_xfs = Vol { cap: Kind::Xfs.cap(), ..volume.clone() };
-    let status = expect_code(n.node_stage_volume(stage_req(&as_xfs, &staging)).await, Code::FailedPrecondition, "NodeStage of an ext4 volume as xfs");
+    let status = expect_code(
+        n.node_stage_volume(stage_req(&as_xfs, &staging)).await,
+        Code::FailedPrecondition,
+        "NodeStage of an ext4 volume as xfs",
+    );
     assert!(status.message().contains("ext4"), "the refusal says what the device holds: {:?}", status.message());
     assert!(mounts_under(&staging).is_empty(), "nothing mounted after the refusal: {:#?}", mounts_under(&staging));
     findings.check(loops_of(&image).is_empty(), || {
@@ -759,7 +856,11 @@ async fn staging_ext4_as_xfs_is_refused_and_keeps_the_data() {
     assert_eq!(again.map(drop).map_err(|s| s.code()), Err(Code::FailedPrecondition), "a retry is refused the same way");
 
     // The ext4 filesystem and its data are untouched.
-    let probe = std::process::Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(&image).output().expect("run blkid");
+    let probe = std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(&image)
+        .output()
+        .expect("run blkid");
     assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "ext4", "the image still holds ext4");
     stage(&mut n, &volume, &staging).await;
     publish(&mut n, &volume, &staging, &target, false).await;
@@ -784,7 +885,8 @@ async fn restaging_with_another_capability_is_refused() {
     let staging = host.node_path("staging");
     stage(&mut n, &volume, &staging).await;
     assert_staged(Kind::Ext4, &staging);
-    let before: Vec<String> = std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let before: Vec<String> =
+        std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
 
     // CSI: a volume staged at the path with an incompatible capability is ALREADY_EXISTS
     // (the issue also allows FAILED_PRECONDITION); never OK.
@@ -793,17 +895,26 @@ async fn restaging_with_another_capability_is_refused() {
         let status = n.node_stage_volume(stage_req(&other, &staging)).await;
         findings.check(
             matches!(&status, Err(s) if matches!(s.code(), Code::AlreadyExists | Code::FailedPrecondition)),
-            || format!("NodeStage of the ext4-staged volume again as {what} at the same path answered {}", answer(&status)),
+            || {
+                format!(
+                    "NodeStage of the ext4-staged volume again as {what} at the same path answered {}",
+                    answer(&status)
+                )
+            },
         );
         findings.check(mounts_under(&staging).len() == 1, || {
             format!("after the {what} restage, mounts under the staging path: {:#?}", mounts_under(&staging))
         });
     }
-    let after: Vec<String> = std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    findings.check(before == after, || format!("the restage attempts changed the volume's filesystem: {before:?} became {after:?}"));
+    let after: Vec<String> =
+        std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    findings.check(before == after, || {
+        format!("the restage attempts changed the volume's filesystem: {before:?} became {after:?}")
+    });
 
     let unstaged = n.node_unstage_volume(unstage_req(&volume.id, &staging)).await;
-    findings.check(unstaged.is_ok(), || format!("NodeUnstage after the restage attempts answered {}", answer(&unstaged)));
+    findings
+        .check(unstaged.is_ok(), || format!("NodeUnstage after the restage attempts answered {}", answer(&unstaged)));
     delete_volume(&mut c, &volume.id).await;
     findings.finish();
     assert_no_leftovers(&host);
@@ -819,7 +930,8 @@ async fn publishing_a_volume_from_another_volumes_staging_path_is_refused() {
     let (mut c, mut n) = (host.controller().await, host.node().await);
     let a = create(&mut c, "a", Kind::Ext4).await;
     let b = create(&mut c, "b", Kind::Ext4).await;
-    let (staging_a, target_a, target_b) = (host.node_path("staging-a"), host.node_path("target-a"), host.node_path("target-b"));
+    let (staging_a, target_a, target_b) =
+        (host.node_path("staging-a"), host.node_path("target-a"), host.node_path("target-b"));
     stage(&mut n, &a, &staging_a).await;
     publish(&mut n, &a, &staging_a, &target_a, false).await;
     write_data(Kind::Ext4, &target_a, 8);
@@ -859,12 +971,18 @@ async fn paths_behind_a_symlink_are_refused() {
     // A staging path through a symlink: refused as an argument, with no side effect.
     let status = n.node_stage_volume(stage_req(&volume, &host.node_path("link/staging"))).await;
     findings.check(matches!(&status, Err(s) if s.code() == Code::InvalidArgument), || {
-        format!("NodeStage to a staging path whose parent is a symlink answered {}, not INVALID_ARGUMENT", answer(&status))
+        format!(
+            "NodeStage to a staging path whose parent is a symlink answered {}, not INVALID_ARGUMENT",
+            answer(&status)
+        )
     });
     findings.check(loops_of(&image).is_empty(), || {
         format!("the refused NodeStage through a symlink left the image attached: {:#?}", loops_of(&image))
     });
-    assert!(mount_table().iter().all(|m| !m.mount_point.starts_with(&elsewhere)), "nothing was mounted through the symlink");
+    assert!(
+        mount_table().iter().all(|m| !m.mount_point.starts_with(&elsewhere)),
+        "nothing was mounted through the symlink"
+    );
 
     // A target through a symlink: the same.
     stage(&mut n, &volume, &staging).await;
@@ -874,7 +992,10 @@ async fn paths_behind_a_symlink_are_refused() {
         "NodePublish to a target whose parent is a symlink",
     );
     assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none(), "nothing was created through the symlink");
-    assert!(mount_table().iter().all(|m| !m.mount_point.starts_with(&elsewhere)), "nothing was mounted through the symlink");
+    assert!(
+        mount_table().iter().all(|m| !m.mount_point.starts_with(&elsewhere)),
+        "nothing was mounted through the symlink"
+    );
     unstage(&mut n, &volume.id, &staging).await;
     delete_volume(&mut c, &volume.id).await;
     findings.finish();
@@ -899,12 +1020,21 @@ async fn node_required_fields_are_invalid_argument() {
     for (what, request) in [
         ("no volume_id", csi::NodeStageVolumeRequest { volume_id: String::new(), ..good_stage.clone() }),
         ("no staging path", csi::NodeStageVolumeRequest { staging_target_path: String::new(), ..good_stage.clone() }),
-        ("a relative staging path", csi::NodeStageVolumeRequest { staging_target_path: "relative/staging".into(), ..good_stage.clone() }),
-        ("a staging path with ..", csi::NodeStageVolumeRequest { staging_target_path: dotdot.clone(), ..good_stage.clone() }),
+        (
+            "a relative staging path",
+            csi::NodeStageVolumeRequest { staging_target_path: "relative/staging".into(), ..good_stage.clone() },
+        ),
+        (
+            "a staging path with ..",
+            csi::NodeStageVolumeRequest { staging_target_path: dotdot.clone(), ..good_stage.clone() },
+        ),
         ("no capability", csi::NodeStageVolumeRequest { volume_capability: None, ..good_stage.clone() }),
         (
             "a capability without access type",
-            csi::NodeStageVolumeRequest { volume_capability: Some(csi::VolumeCapability { access_type: None, ..rw_mount() }), ..good_stage.clone() },
+            csi::NodeStageVolumeRequest {
+                volume_capability: Some(csi::VolumeCapability { access_type: None, ..rw_mount() }),
+                ..good_stage.clone()
+            },
         ),
     ] {
         expect_code(n.node_stage_volume(request).await, invalid, &format!("NodeStageVolume with {what}"));
@@ -912,7 +1042,11 @@ async fn node_required_fields_are_invalid_argument() {
     // NodeUnstageVolume
     expect_code(n.node_unstage_volume(unstage_req("", &staging)).await, invalid, "NodeUnstageVolume without volume_id");
     expect_code(
-        n.node_unstage_volume(csi::NodeUnstageVolumeRequest { volume_id: id.clone(), staging_target_path: String::new() }).await,
+        n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: String::new(),
+        })
+        .await,
         invalid,
         "NodeUnstageVolume without staging path",
     );
@@ -921,21 +1055,33 @@ async fn node_required_fields_are_invalid_argument() {
     for (what, request) in [
         ("no volume_id", csi::NodePublishVolumeRequest { volume_id: String::new(), ..good_publish.clone() }),
         ("no target path", csi::NodePublishVolumeRequest { target_path: String::new(), ..good_publish.clone() }),
-        ("a relative target path", csi::NodePublishVolumeRequest { target_path: "relative/target".into(), ..good_publish.clone() }),
+        (
+            "a relative target path",
+            csi::NodePublishVolumeRequest { target_path: "relative/target".into(), ..good_publish.clone() },
+        ),
         ("no capability", csi::NodePublishVolumeRequest { volume_capability: None, ..good_publish.clone() }),
     ] {
         expect_code(n.node_publish_volume(request).await, invalid, &format!("NodePublishVolume with {what}"));
     }
     // With STAGE_UNSTAGE_VOLUME advertised, the spec makes a missing staging path FAILED_PRECONDITION.
     expect_code(
-        n.node_publish_volume(csi::NodePublishVolumeRequest { staging_target_path: String::new(), ..good_publish.clone() }).await,
+        n.node_publish_volume(csi::NodePublishVolumeRequest {
+            staging_target_path: String::new(),
+            ..good_publish.clone()
+        })
+        .await,
         tonic::Code::FailedPrecondition,
         "NodePublishVolume with no staging path",
     );
     // NodeUnpublishVolume
-    expect_code(n.node_unpublish_volume(unpublish_req("", &target)).await, invalid, "NodeUnpublishVolume without volume_id");
     expect_code(
-        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: id.clone(), target_path: String::new() }).await,
+        n.node_unpublish_volume(unpublish_req("", &target)).await,
+        invalid,
+        "NodeUnpublishVolume without volume_id",
+    );
+    expect_code(
+        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: id.clone(), target_path: String::new() })
+            .await,
         invalid,
         "NodeUnpublishVolume without target path",
     );
@@ -948,12 +1094,20 @@ async fn node_required_fields_are_invalid_argument() {
     );
     // NodeExpandVolume
     expect_code(
-        n.node_expand_volume(csi::NodeExpandVolumeRequest { volume_id: String::new(), ..expand_req(&volume, &target, &staging, 0) }).await,
+        n.node_expand_volume(csi::NodeExpandVolumeRequest {
+            volume_id: String::new(),
+            ..expand_req(&volume, &target, &staging, 0)
+        })
+        .await,
         invalid,
         "NodeExpandVolume without volume_id",
     );
     expect_code(
-        n.node_expand_volume(csi::NodeExpandVolumeRequest { volume_path: String::new(), ..expand_req(&volume, &target, &staging, 0) }).await,
+        n.node_expand_volume(csi::NodeExpandVolumeRequest {
+            volume_path: String::new(),
+            ..expand_req(&volume, &target, &staging, 0)
+        })
+        .await,
         invalid,
         "NodeExpandVolume without volume path",
     );
@@ -961,18 +1115,39 @@ async fn node_required_fields_are_invalid_argument() {
     // NOT_FOUND: stats of a path that is no published volume; stage of unknown volumes.
     let plain = host.node_path("plain-dir");
     std::fs::create_dir(&plain).unwrap();
-    expect_code(n.node_get_volume_stats(stats_req(&id, &plain)).await, Code::NotFound, "NodeGetVolumeStats of a plain directory");
-    expect_code(n.node_get_volume_stats(stats_req(&id, &host.node_path("missing"))).await, Code::NotFound, "NodeGetVolumeStats of a missing path");
+    expect_code(
+        n.node_get_volume_stats(stats_req(&id, &plain)).await,
+        Code::NotFound,
+        "NodeGetVolumeStats of a plain directory",
+    );
+    expect_code(
+        n.node_get_volume_stats(stats_req(&id, &host.node_path("missing"))).await,
+        Code::NotFound,
+        "NodeGetVolumeStats of a missing path",
+    );
     // As a conformance suite probes: a relative path, and an unknown volume, name no published volume.
-    let relative = csi::NodeGetVolumeStatsRequest { volume_id: id.clone(), volume_path: "some/path".into(), ..Default::default() };
+    let relative =
+        csi::NodeGetVolumeStatsRequest { volume_id: id.clone(), volume_path: "some/path".into(), ..Default::default() };
     expect_code(n.node_get_volume_stats(relative).await, Code::NotFound, "NodeGetVolumeStats of a relative path");
-    let unknown = csi::NodeGetVolumeStatsRequest { volume_id: "fake-vol-id".into(), volume_path: "some/path".into(), ..Default::default() };
+    let unknown = csi::NodeGetVolumeStatsRequest {
+        volume_id: "fake-vol-id".into(),
+        volume_path: "some/path".into(),
+        ..Default::default()
+    };
     expect_code(n.node_get_volume_stats(unknown).await, Code::NotFound, "NodeGetVolumeStats of an unknown volume");
-    let unknown = csi::NodeExpandVolumeRequest { volume_id: "fake-vol-id".into(), volume_path: "some/path".into(), ..Default::default() };
+    let unknown = csi::NodeExpandVolumeRequest {
+        volume_id: "fake-vol-id".into(),
+        volume_path: "some/path".into(),
+        ..Default::default()
+    };
     expect_code(n.node_expand_volume(unknown).await, Code::NotFound, "NodeExpandVolume of an unknown volume");
     for unknown in [UNKNOWN_VOLUME, "nosuchbackend:v-1"] {
         let request = csi::NodeStageVolumeRequest { volume_id: unknown.into(), ..good_stage.clone() };
-        expect_code(n.node_stage_volume(request).await, Code::NotFound, &format!("NodeStageVolume of unknown volume {unknown}"));
+        expect_code(
+            n.node_stage_volume(request).await,
+            Code::NotFound,
+            &format!("NodeStageVolume of unknown volume {unknown}"),
+        );
     }
 
     // None of it had an effect.
@@ -1048,9 +1223,12 @@ async fn sigkill_during_stage_then_retry_converges() {
     let mut host = Host::start_default().await;
     let mut report = Vec::new();
     for (round, delay) in DELAYS_MS.into_iter().enumerate() {
-        let volume = create_volume(&mut host.controller().await, &format!("killed-{round}"), &Kind::Ext4.cap(), 2 * GIB, None).await;
+        let volume =
+            create_volume(&mut host.controller().await, &format!("killed-{round}"), &Kind::Ext4.cap(), 2 * GIB, None)
+                .await;
         let image = image_of(&host, &volume);
-        let (staging, target) = (host.node_path(&format!("staging-{round}")), host.node_path(&format!("target-{round}")));
+        let (staging, target) =
+            (host.node_path(&format!("staging-{round}")), host.node_path(&format!("target-{round}")));
 
         let mut first = host.node().await;
         let request = stage_req(&volume, &staging);
@@ -1146,7 +1324,8 @@ async fn node_capabilities_and_info() {
     host.start().await;
     let mut n = host.node().await;
     use csi::node_service_capability::rpc::Type as Rpc;
-    let capabilities = expect_ok(n.node_get_capabilities(csi::NodeGetCapabilitiesRequest {}).await, "NodeGetCapabilities");
+    let capabilities =
+        expect_ok(n.node_get_capabilities(csi::NodeGetCapabilitiesRequest {}).await, "NodeGetCapabilities");
     let rpcs: Vec<i32> = capabilities
         .capabilities
         .iter()
@@ -1155,7 +1334,13 @@ async fn node_capabilities_and_info() {
             other => panic!("unexpected capability {other:?}"),
         })
         .collect();
-    let expected = [Rpc::StageUnstageVolume, Rpc::GetVolumeStats, Rpc::VolumeCondition, Rpc::ExpandVolume, Rpc::SingleNodeMultiWriter];
+    let expected = [
+        Rpc::StageUnstageVolume,
+        Rpc::GetVolumeStats,
+        Rpc::VolumeCondition,
+        Rpc::ExpandVolume,
+        Rpc::SingleNodeMultiWriter,
+    ];
     assert_eq!(set(rpcs.iter().copied()), set(expected.iter().map(|r| *r as i32)), "{capabilities:?}");
     assert_eq!(rpcs.len(), expected.len(), "no capability listed twice: {capabilities:?}");
 
@@ -1264,7 +1449,8 @@ async fn ephemeral_inline_volume_lives_and_dies_with_its_publish() {
     assert!(volume_ids(&mut c).await.is_empty(), "the ephemeral volume was deleted");
     assert!(node_leftovers(host.path()).loop_devices.is_empty(), "{:#?}", node_leftovers(host.path()));
     let ephemeral_dir = host.data_dir.join("ephemeral");
-    let left: Vec<_> = std::fs::read_dir(&ephemeral_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&ephemeral_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "the ephemeral staging dir is removed: {left:?}");
     assert!(files_mentioning(&volumes_root(&host), "disk.img").is_empty(), "no image left");
     unpublish(&mut n, id, &target).await;

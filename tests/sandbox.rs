@@ -38,9 +38,12 @@ async fn still_serving(host: &Host, round: &str) {
     let mut c = host.controller().await;
     let probe = expect_ok(host.identity().await.probe(csi::ProbeRequest {}).await, "Probe");
     assert_eq!(probe.ready, Some(true));
-    let local = expect_ok(c.create_volume(create_req(&format!("after-{round}"), 4 * MIB)).await, &format!("local CreateVolume after {round}"))
-        .volume
-        .unwrap();
+    let local = expect_ok(
+        c.create_volume(create_req(&format!("after-{round}"), 4 * MIB)).await,
+        &format!("local CreateVolume after {round}"),
+    )
+    .volume
+    .unwrap();
     local_id(&local.volume_id, "local");
     let bad = expect_ok(
         c.create_volume(create_req_with(&format!("bad-after-{round}"), 4 * MIB, &[("backend", "bad")])).await,
@@ -75,7 +78,8 @@ async fn misbehaving_backend_is_contained() {
 
     // An endless loop: DEADLINE_EXCEEDED after the 1 s deadline, not much later.
     let started = Instant::now();
-    let status = expect_code(c.create_volume(misbehave("loop", "loop")).await, Code::DeadlineExceeded, "misbehave=loop");
+    let status =
+        expect_code(c.create_volume(misbehave("loop", "loop")).await, Code::DeadlineExceeded, "misbehave=loop");
     let took = started.elapsed();
     show("loop", &status);
     assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
@@ -90,7 +94,8 @@ async fn misbehaving_backend_is_contained() {
     still_serving(&host, "oom").await;
 
     // Running a program it was not granted: the backend gets a denial, the log records it.
-    let status = expect_code(c.create_volume(misbehave("exec", "exec")).await, Code::FailedPrecondition, "misbehave=exec");
+    let status =
+        expect_code(c.create_volume(misbehave("exec", "exec")).await, Code::FailedPrecondition, "misbehave=exec");
     show("exec", &status);
     assert!(status.message().contains("not granted"), "the denial says why: {:?}", status.message());
     assert!(status.message().contains("bad"), "the error names the backend: {:?}", status.message());
@@ -123,7 +128,10 @@ async fn misbehaving_backend_is_contained() {
         tasks.push(tokio::spawn(async move { c.create_volume(misbehave(&format!("together-{i}"), act)).await }));
     }
     let mut healthy = csi::controller_client::ControllerClient::new(channel.clone());
-    expect_ok(healthy.create_volume(create_req("during-chaos", 4 * MIB)).await, "local CreateVolume during misbehaviour");
+    expect_ok(
+        healthy.create_volume(create_req("during-chaos", 4 * MIB)).await,
+        "local CreateVolume during misbehaviour",
+    );
     for task in tasks {
         assert!(task.await.unwrap().is_err(), "a misbehaving call succeeded");
     }
@@ -138,29 +146,45 @@ async fn ids_route_to_their_instance() {
     let mut c = host.controller().await;
 
     // No backend parameter: the default instance.
-    let local = expect_ok(c.create_volume(create_req("routed", 4 * MIB)).await, "CreateVolume on the default").volume.unwrap();
+    let local =
+        expect_ok(c.create_volume(create_req("routed", 4 * MIB)).await, "CreateVolume on the default").volume.unwrap();
     let local_part = local_id(&local.volume_id, "local").to_owned();
     let image = backing_file(&vols, &local_part);
     assert!(image.starts_with(&vols));
-    let explicit = expect_ok(c.create_volume(create_req_with("routed-explicit", 4 * MIB, &[("backend", "local")])).await, "CreateVolume backend=local")
-        .volume
-        .unwrap();
+    let explicit = expect_ok(
+        c.create_volume(create_req_with("routed-explicit", 4 * MIB, &[("backend", "local")])).await,
+        "CreateVolume backend=local",
+    )
+    .volume
+    .unwrap();
     local_id(&explicit.volume_id, "local");
-    let bad = expect_ok(c.create_volume(create_req_with("routed-bad", 4 * MIB, &[("backend", "bad")])).await, "CreateVolume backend=bad")
-        .volume
-        .unwrap();
+    let bad = expect_ok(
+        c.create_volume(create_req_with("routed-bad", 4 * MIB, &[("backend", "bad")])).await,
+        "CreateVolume backend=bad",
+    )
+    .volume
+    .unwrap();
     let bad_part = local_id(&bad.volume_id, "bad").to_owned();
     assert!(files_mentioning(&vols, &bad_part).is_empty(), "the hostile backend wrote nothing into local's directory");
 
     // Another instance's prefix on a local volume names nothing there.
     let misrouted = format!("bad:{local_part}");
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: misrouted, ..Default::default() }).await, "DeleteVolume bad:<local id>");
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: misrouted, ..Default::default() }).await,
+        "DeleteVolume bad:<local id>",
+    );
     assert!(image.exists(), "deleting through the bad instance left local's volume alone");
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: bad.volume_id.clone(), ..Default::default() }).await, "DeleteVolume bad:");
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: bad.volume_id.clone(), ..Default::default() }).await,
+        "DeleteVolume bad:",
+    );
     assert!(image.exists(), "deleting a bad volume left local's volume alone");
 
     // A local: id deletes from local's directory.
-    expect_ok(c.delete_volume(csi::DeleteVolumeRequest { volume_id: local.volume_id.clone(), ..Default::default() }).await, "DeleteVolume local:");
+    expect_ok(
+        c.delete_volume(csi::DeleteVolumeRequest { volume_id: local.volume_id.clone(), ..Default::default() }).await,
+        "DeleteVolume local:",
+    );
     assert!(!image.exists(), "the local volume's image is gone");
     assert!(files_mentioning(&vols, &local_part).is_empty());
     let remaining = expect_ok(c.list_volumes(csi::ListVolumesRequest::default()).await, "ListVolumes");
@@ -169,7 +193,12 @@ async fn ids_route_to_their_instance() {
 
     // Per-backend capability checks: hostile declares no snapshots, no expansion.
     expect_code(
-        c.create_snapshot(csi::CreateSnapshotRequest { source_volume_id: bad.volume_id.clone(), name: "bad-snap".into(), ..Default::default() }).await,
+        c.create_snapshot(csi::CreateSnapshotRequest {
+            source_volume_id: bad.volume_id.clone(),
+            name: "bad-snap".into(),
+            ..Default::default()
+        })
+        .await,
         Code::InvalidArgument,
         "CreateSnapshot of a volume whose backend takes no snapshots",
     );
@@ -185,8 +214,11 @@ async fn ids_route_to_their_instance() {
     );
     // A content source of another instance.
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_volume(&explicit.volume_id), ..create_req_with("cross-clone", 4 * MIB, &[("backend", "bad")]) })
-            .await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_volume(&explicit.volume_id),
+            ..create_req_with("cross-clone", 4 * MIB, &[("backend", "bad")])
+        })
+        .await,
         Code::InvalidArgument,
         "clone across instances",
     );
@@ -199,7 +231,8 @@ async fn ids_route_to_their_instance() {
 
 /// Two loopfile instances, `alpha` (default) and `beta`, in `<tmp>/vols-a` and `<tmp>/vols-b`.
 fn two_loopfiles(host: &mut Host, default: bool) -> PathBuf {
-    let text = format!("{}\n{}", host.loopfile_toml("alpha", "vols-a", default), host.loopfile_toml("beta", "vols-b", false));
+    let text =
+        format!("{}\n{}", host.loopfile_toml("alpha", "vols-a", default), host.loopfile_toml("beta", "vols-b", false));
     host.write_config("two.toml", &text)
 }
 
@@ -213,15 +246,23 @@ async fn listings_span_instances() {
     let mut alpha = Vec::new();
     let mut beta = Vec::new();
     for i in 0..3 {
-        let v = expect_ok(c.create_volume(create_req(&format!("a-{i}"), 4 * MIB)).await, "CreateVolume alpha").volume.unwrap();
-        local_id(&v.volume_id, "alpha");
-        alpha.push(v.volume_id);
-        let v = expect_ok(c.create_volume(create_req_with(&format!("b-{i}"), 4 * MIB, &[("backend", "beta")])).await, "CreateVolume beta")
+        let v = expect_ok(c.create_volume(create_req(&format!("a-{i}"), 4 * MIB)).await, "CreateVolume alpha")
             .volume
             .unwrap();
+        local_id(&v.volume_id, "alpha");
+        alpha.push(v.volume_id);
+        let v = expect_ok(
+            c.create_volume(create_req_with(&format!("b-{i}"), 4 * MIB, &[("backend", "beta")])).await,
+            "CreateVolume beta",
+        )
+        .volume
+        .unwrap();
         let local = local_id(&v.volume_id, "beta");
         assert!(backing_file(&host.path().join("vols-b"), local).exists());
-        assert!(files_mentioning(&host.path().join("vols-a"), local).is_empty(), "beta's volume is not in alpha's directory");
+        assert!(
+            files_mentioning(&host.path().join("vols-a"), local).is_empty(),
+            "beta's volume is not in alpha's directory"
+        );
         beta.push(v.volume_id);
     }
     let everything = set(alpha.iter().chain(&beta).cloned());
@@ -232,9 +273,16 @@ async fn listings_span_instances() {
         let mut token = String::new();
         for page in 0.. {
             assert!(page < 20, "max_entries {max_entries}: pagination did not end: {seen:?}");
-            let response = expect_ok(c.list_volumes(csi::ListVolumesRequest { max_entries, starting_token: token.clone() }).await, "ListVolumes");
+            let response = expect_ok(
+                c.list_volumes(csi::ListVolumesRequest { max_entries, starting_token: token.clone() }).await,
+                "ListVolumes",
+            );
             if max_entries > 0 {
-                assert!(response.entries.len() <= max_entries as usize, "max_entries {max_entries}: page of {}", response.entries.len());
+                assert!(
+                    response.entries.len() <= max_entries as usize,
+                    "max_entries {max_entries}: page of {}",
+                    response.entries.len()
+                );
             }
             seen.extend(response.entries.into_iter().map(|e| e.volume.unwrap().volume_id));
             if response.next_token.is_empty() {
@@ -247,28 +295,55 @@ async fn listings_span_instances() {
     }
 
     // Snapshots: filters route to the instance the id names.
-    let snap = |source: &str, name: &str| csi::CreateSnapshotRequest { source_volume_id: source.into(), name: name.into(), ..Default::default() };
+    let snap = |source: &str, name: &str| csi::CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: name.into(),
+        ..Default::default()
+    };
     let sa = expect_ok(c.create_snapshot(snap(&alpha[0], "snap-a")).await, "CreateSnapshot alpha").snapshot.unwrap();
     let sb = expect_ok(c.create_snapshot(snap(&beta[1], "snap-b")).await, "CreateSnapshot beta").snapshot.unwrap();
     local_id(&sa.snapshot_id, "alpha");
     local_id(&sb.snapshot_id, "beta");
     assert_eq!(sb.source_volume_id, beta[1]);
-    let ids = |r: csi::ListSnapshotsResponse| r.entries.into_iter().map(|e| e.snapshot.unwrap().snapshot_id).collect::<Vec<_>>();
+    let ids = |r: csi::ListSnapshotsResponse| {
+        r.entries.into_iter().map(|e| e.snapshot.unwrap().snapshot_id).collect::<Vec<_>>()
+    };
     let all = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest::default()).await, "ListSnapshots");
     assert_eq!(set(ids(all)), set([sa.snapshot_id.clone(), sb.snapshot_id.clone()]));
-    let by_source = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { source_volume_id: beta[1].clone(), ..Default::default() }).await, "by source");
+    let by_source = expect_ok(
+        c.list_snapshots(csi::ListSnapshotsRequest { source_volume_id: beta[1].clone(), ..Default::default() }).await,
+        "by source",
+    );
     assert_eq!(ids(by_source), vec![sb.snapshot_id.clone()]);
-    let by_id = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { snapshot_id: sa.snapshot_id.clone(), ..Default::default() }).await, "by id");
+    let by_id = expect_ok(
+        c.list_snapshots(csi::ListSnapshotsRequest { snapshot_id: sa.snapshot_id.clone(), ..Default::default() }).await,
+        "by id",
+    );
     assert_eq!(ids(by_id), vec![sa.snapshot_id.clone()]);
     // The same local snapshot id under the other instance's prefix names nothing.
     let swapped = format!("beta:{}", local_id(&sa.snapshot_id, "alpha"));
-    let none = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { snapshot_id: swapped.clone(), ..Default::default() }).await, "by swapped id");
+    let none = expect_ok(
+        c.list_snapshots(csi::ListSnapshotsRequest { snapshot_id: swapped.clone(), ..Default::default() }).await,
+        "by swapped id",
+    );
     assert!(none.entries.is_empty(), "{none:?}");
-    expect_code(c.get_snapshot(csi::GetSnapshotRequest { snapshot_id: swapped, ..Default::default() }).await, Code::NotFound, "GetSnapshot swapped");
+    expect_code(
+        c.get_snapshot(csi::GetSnapshotRequest { snapshot_id: swapped, ..Default::default() }).await,
+        Code::NotFound,
+        "GetSnapshot swapped",
+    );
     let mut paged = Vec::new();
     let mut token = String::new();
     for _ in 0..10 {
-        let r = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest { max_entries: 1, starting_token: token.clone(), ..Default::default() }).await, "page");
+        let r = expect_ok(
+            c.list_snapshots(csi::ListSnapshotsRequest {
+                max_entries: 1,
+                starting_token: token.clone(),
+                ..Default::default()
+            })
+            .await,
+            "page",
+        );
         assert!(r.entries.len() <= 1);
         let next = r.next_token.clone();
         paged.extend(ids(r));
@@ -282,15 +357,22 @@ async fn listings_span_instances() {
 
     // A restore stays within its instance; across instances it is refused.
     let restored = expect_ok(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&sb.snapshot_id), ..create_req_with("b-restored", 4 * MIB, &[("backend", "beta")]) })
-            .await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&sb.snapshot_id),
+            ..create_req_with("b-restored", 4 * MIB, &[("backend", "beta")])
+        })
+        .await,
         "restore within beta",
     )
     .volume
     .unwrap();
     local_id(&restored.volume_id, "beta");
     expect_code(
-        c.create_volume(csi::CreateVolumeRequest { volume_content_source: from_snapshot(&sb.snapshot_id), ..create_req("a-restored", 4 * MIB) }).await,
+        c.create_volume(csi::CreateVolumeRequest {
+            volume_content_source: from_snapshot(&sb.snapshot_id),
+            ..create_req("a-restored", 4 * MIB)
+        })
+        .await,
         Code::InvalidArgument,
         "restore of a beta snapshot into alpha",
     );
@@ -302,13 +384,30 @@ async fn without_a_default_the_backend_parameter_is_required() {
     two_loopfiles(&mut host, false);
     host.start().await;
     let mut c = host.controller().await;
-    let status = expect_code(c.create_volume(create_req("unrouted", 4 * MIB)).await, Code::InvalidArgument, "CreateVolume without backend");
-    assert!(status.message().contains("alpha") && status.message().contains("beta"), "the error lists the loaded instances: {:?}", status.message());
-    let v = expect_ok(c.create_volume(create_req_with("routed", 4 * MIB, &[("backend", "beta")])).await, "CreateVolume backend=beta").volume.unwrap();
+    let status = expect_code(
+        c.create_volume(create_req("unrouted", 4 * MIB)).await,
+        Code::InvalidArgument,
+        "CreateVolume without backend",
+    );
+    assert!(
+        status.message().contains("alpha") && status.message().contains("beta"),
+        "the error lists the loaded instances: {:?}",
+        status.message()
+    );
+    let v = expect_ok(
+        c.create_volume(create_req_with("routed", 4 * MIB, &[("backend", "beta")])).await,
+        "CreateVolume backend=beta",
+    )
+    .volume
+    .unwrap();
     local_id(&v.volume_id, "beta");
     let capacity = csi::GetCapacityRequest { volume_capabilities: vec![rw_mount()], ..Default::default() };
     expect_code(c.get_capacity(capacity).await, Code::InvalidArgument, "GetCapacity without backend");
-    let capacity = csi::GetCapacityRequest { volume_capabilities: vec![rw_mount()], parameters: params(&[("backend", "alpha")]), ..Default::default() };
+    let capacity = csi::GetCapacityRequest {
+        volume_capabilities: vec![rw_mount()],
+        parameters: params(&[("backend", "alpha")]),
+        ..Default::default()
+    };
     assert!(expect_ok(c.get_capacity(capacity).await, "GetCapacity backend=alpha").available_capacity > 0);
 }
 
@@ -322,7 +421,8 @@ async fn a_name_is_one_volume_across_instances() {
     host.start().await;
     let mut c = host.controller().await;
 
-    let first = expect_ok(c.create_volume(create_req("one-name", 4 * MIB)).await, "CreateVolume on alpha").volume.unwrap();
+    let first =
+        expect_ok(c.create_volume(create_req("one-name", 4 * MIB)).await, "CreateVolume on alpha").volume.unwrap();
     local_id(&first.volume_id, "alpha");
     let second = c.create_volume(create_req_with("one-name", 4 * MIB, &[("backend", "beta")])).await;
     let volumes = expect_ok(c.list_volumes(csi::ListVolumesRequest::default()).await, "ListVolumes");
@@ -330,10 +430,23 @@ async fn a_name_is_one_volume_across_instances() {
     assert_eq!(ids, vec![first.volume_id.clone()], "one name made {} volumes", ids.len());
     expect_code(second, Code::AlreadyExists, "CreateVolume of an existing name on another instance");
 
-    let snap = |source: &str| csi::CreateSnapshotRequest { source_volume_id: source.into(), name: "one-snap".into(), ..Default::default() };
-    let other = expect_ok(c.create_volume(create_req_with("other-name", 4 * MIB, &[("backend", "beta")])).await, "CreateVolume beta").volume.unwrap();
+    let snap = |source: &str| csi::CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: "one-snap".into(),
+        ..Default::default()
+    };
+    let other = expect_ok(
+        c.create_volume(create_req_with("other-name", 4 * MIB, &[("backend", "beta")])).await,
+        "CreateVolume beta",
+    )
+    .volume
+    .unwrap();
     expect_ok(c.create_snapshot(snap(&first.volume_id)).await, "CreateSnapshot on alpha");
-    expect_code(c.create_snapshot(snap(&other.volume_id)).await, Code::AlreadyExists, "CreateSnapshot of an existing name on another instance");
+    expect_code(
+        c.create_snapshot(snap(&other.volume_id)).await,
+        Code::AlreadyExists,
+        "CreateSnapshot of an existing name on another instance",
+    );
 }
 
 /// A crash is reported so a person can tell what happened: the INTERNAL message carries the
@@ -379,9 +492,12 @@ async fn a_saturated_instance_does_not_stall_the_others() {
 
     let mut c = host.controller().await;
     let started = Instant::now();
-    let volume = expect_ok(c.create_volume(create_req("healthy-during-hog", 4 * MIB)).await, "CreateVolume on local while bad is saturated")
-        .volume
-        .unwrap();
+    let volume = expect_ok(
+        c.create_volume(create_req("healthy-during-hog", 4 * MIB)).await,
+        "CreateVolume on local while bad is saturated",
+    )
+    .volume
+    .unwrap();
     let took = started.elapsed();
     local_id(&volume.volume_id, "local");
     let status = stuck.await.unwrap().expect_err("the hog cannot succeed");

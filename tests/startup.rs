@@ -43,13 +43,22 @@ async fn config_errors_stop_startup_with_a_reason() {
     // A module file that does not exist.
     expect_config_error(
         "missing-module.toml",
-        |h| format!("[[backends]]\nname = \"ghost\"\nmodule = {}\n", toml_str(&h.path().join("missing.wasm").display().to_string())),
+        |h| {
+            format!(
+                "[[backends]]\nname = \"ghost\"\nmodule = {}\n",
+                toml_str(&h.path().join("missing.wasm").display().to_string())
+            )
+        },
         &["ghost", "missing.wasm"],
     )
     .await;
     // A builtin that does not exist.
-    expect_config_error("builtin.toml", |_| "[[backends]]\nname = \"nope\"\nmodule = \"builtin:nope\"\n".into(), &["backend nope", "\"nope\""])
-        .await;
+    expect_config_error(
+        "builtin.toml",
+        |_| "[[backends]]\nname = \"nope\"\nmodule = \"builtin:nope\"\n".into(),
+        &["backend nope", "\"nope\""],
+    )
+    .await;
     // A module file that is not a component.
     expect_config_error(
         "not-wasm.toml",
@@ -64,8 +73,10 @@ async fn config_errors_stop_startup_with_a_reason() {
     expect_config_error(
         "bad-setting.toml",
         |h| {
-            h.loopfile_toml("local", "vols", true)
-                .replace("settings = { directory = \"/data\" }", "settings = { directory = \"/data\", colour = \"blue\" }")
+            h.loopfile_toml("local", "vols", true).replace(
+                "settings = { directory = \"/data\" }",
+                "settings = { directory = \"/data\", colour = \"blue\" }",
+            )
         },
         &["local", "colour"],
     )
@@ -138,20 +149,34 @@ async fn config_errors_stop_startup_with_a_reason() {
 async fn compiled_component_is_cached_across_restarts() {
     let mut host = Host::start_default().await;
     let first = host.log();
-    let compiled = |log: &str| log.lines().filter(|l| l.contains("compiled component") && !l.contains("from cache")).count();
+    let compiled =
+        |log: &str| log.lines().filter(|l| l.contains("compiled component") && !l.contains("from cache")).count();
     assert_eq!(compiled(&first), 1, "the first start compiles the component once; log:\n{first}");
-    assert!(!first.contains("loaded compiled component from cache"), "nothing is cached on a fresh data dir; log:\n{first}");
+    assert!(
+        !first.contains("loaded compiled component from cache"),
+        "nothing is cached on a fresh data dir; log:\n{first}"
+    );
     let cache = host.data_dir.join("cache");
     let entries: Vec<_> = std::fs::read_dir(&cache).expect("the cache dir exists").flatten().collect();
     assert_eq!(entries.len(), 1, "one cache entry: {entries:?}");
-    assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700, "the cache is private to the host");
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "the cache is private to the host"
+    );
 
     host.restart().await;
     let second = host.log();
-    assert!(second.contains("loaded compiled component from cache"), "the restart loads from the cache; log:\n{second}");
+    assert!(
+        second.contains("loaded compiled component from cache"),
+        "the restart loads from the cache; log:\n{second}"
+    );
     assert_eq!(compiled(&second), 0, "the restart does not compile again; log:\n{second}");
     // And the cached component works.
-    let volume = expect_ok(host.controller().await.create_volume(create_req("after-cache", 4 * MIB)).await, "CreateVolume").volume.unwrap();
+    let volume =
+        expect_ok(host.controller().await.create_volume(create_req("after-cache", 4 * MIB)).await, "CreateVolume")
+            .volume
+            .unwrap();
     local_id(&volume.volume_id, "loopfile");
 
     // --cache-dir puts the cache elsewhere.
@@ -175,7 +200,8 @@ async fn stale_socket_is_replaced_and_live_socket_is_refused() {
 
     // The next start replaces the stale socket and serves.
     host.start().await;
-    let probe = expect_ok(host.identity().await.probe(csi::ProbeRequest {}).await, "Probe after replacing a stale socket");
+    let probe =
+        expect_ok(host.identity().await.probe(csi::ProbeRequest {}).await, "Probe after replacing a stale socket");
     assert_eq!(probe.ready, Some(true));
 
     // A second host on the live socket refuses to start and leaves the first one alone.
@@ -240,8 +266,12 @@ async fn volumes_survive_a_restart() {
     let mut c = host.controller().await;
     let volume = expect_ok(c.create_volume(create_req("durable", 8 * MIB)).await, "CreateVolume").volume.unwrap();
     let snapshot = expect_ok(
-        c.create_snapshot(csi::CreateSnapshotRequest { source_volume_id: volume.volume_id.clone(), name: "durable-snap".into(), ..Default::default() })
-            .await,
+        c.create_snapshot(csi::CreateSnapshotRequest {
+            source_volume_id: volume.volume_id.clone(),
+            name: "durable-snap".into(),
+            ..Default::default()
+        })
+        .await,
         "CreateSnapshot",
     )
     .snapshot
@@ -255,11 +285,13 @@ async fn volumes_survive_a_restart() {
     assert_eq!(volumes.len(), 1, "{volumes:?}");
     assert_eq!(volumes[0].volume_id, volume.volume_id);
     assert_eq!(volumes[0].capacity_bytes, 8 * MIB);
-    let snapshots = expect_ok(c.list_snapshots(csi::ListSnapshotsRequest::default()).await, "ListSnapshots after restart");
+    let snapshots =
+        expect_ok(c.list_snapshots(csi::ListSnapshotsRequest::default()).await, "ListSnapshots after restart");
     let ids: Vec<_> = snapshots.entries.iter().map(|e| e.snapshot.as_ref().unwrap().snapshot_id.clone()).collect();
     assert_eq!(ids, vec![snapshot.snapshot_id]);
     // Creating it again after the restart is still idempotent.
-    let again = expect_ok(c.create_volume(create_req("durable", 8 * MIB)).await, "CreateVolume after restart").volume.unwrap();
+    let again =
+        expect_ok(c.create_volume(create_req("durable", 8 * MIB)).await, "CreateVolume after restart").volume.unwrap();
     assert_eq!(again.volume_id, volume.volume_id);
 }
 
@@ -294,9 +326,12 @@ async fn yaml_config_works_like_toml() {
     let toml_text = toml_host.loopfile_toml("yamlfs", "yaml-vols", true);
     toml_host.write_config("backends.toml", &toml_text);
     toml_host.start().await;
-    let toml_volume = expect_ok(toml_host.controller().await.create_volume(create_req("from-yaml", 4 * MIB)).await, "CreateVolume (TOML)")
-        .volume
-        .unwrap();
+    let toml_volume = expect_ok(
+        toml_host.controller().await.create_volume(create_req("from-yaml", 4 * MIB)).await,
+        "CreateVolume (TOML)",
+    )
+    .volume
+    .unwrap();
     assert_eq!(toml_volume.volume_id, volume.volume_id, "the same name gives the same id under either format");
     assert_eq!(toml_volume.capacity_bytes, volume.capacity_bytes);
 }
@@ -318,13 +353,17 @@ async fn sigterm_lets_in_flight_calls_finish() {
 
     // An idle, established connection (as a CSI sidecar keeps one).
     let idle = host.channel().await;
-    expect_ok(csi::identity_client::IdentityClient::new(idle.clone()).probe(csi::ProbeRequest {}).await, "Probe on the idle channel");
+    expect_ok(
+        csi::identity_client::IdentityClient::new(idle.clone()).probe(csi::ProbeRequest {}).await,
+        "Probe on the idle channel",
+    );
 
     // A call that takes the whole 2 s deadline.
     let mut c = host.controller().await;
     let call = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let result = c.create_volume(create_req_with("slow-call", 4 * MIB, &[("backend", "slow"), ("misbehave", "loop")])).await;
+        let result =
+            c.create_volume(create_req_with("slow-call", 4 * MIB, &[("backend", "slow"), ("misbehave", "loop")])).await;
         (result, started.elapsed())
     });
     assert!(
@@ -343,10 +382,9 @@ async fn sigterm_lets_in_flight_calls_finish() {
         status.message()
     );
     assert!(took >= std::time::Duration::from_millis(1800), "the call ended early: {took:?}");
-    let status = host
-        .wait_exit(std::time::Duration::from_secs(15))
-        .await
-        .unwrap_or_else(|| panic!("the host did not exit after SIGTERM with an idle client connected; log:\n{}", host.log()));
+    let status = host.wait_exit(std::time::Duration::from_secs(15)).await.unwrap_or_else(|| {
+        panic!("the host did not exit after SIGTERM with an idle client connected; log:\n{}", host.log())
+    });
     assert!(status.success(), "exit after draining: {status}; log:\n{}", host.log());
     assert!(!host.socket.exists(), "the socket is removed after draining");
     drop(idle);

@@ -36,17 +36,14 @@ fn main() {
         // cargo names a library artifact after the crate, with `-` as `_`.
         let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
         let copy = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(&built, &copy)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), copy.display()));
+        std::fs::copy(&built, &copy).unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), copy.display()));
     }
 }
 
 fn build(workspace: &Path, target_dir: &Path) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
-        .arg(target_dir);
+    cmd.current_dir(workspace).args(["build", "--release", "--target", TARGET, "--target-dir"]).arg(target_dir);
     for name in BACKENDS {
         cmd.args(["-p", name]);
     }
@@ -56,9 +53,14 @@ fn build(workspace: &Path, target_dir: &Path) {
     // A 128 KiB stack (instead of 1 MiB) puts stack and static data in the first pages of
     // linear memory, which the host's pool keeps resident between calls.
     cmd.env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", "-Clink-arg=-zstack-size=131072");
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"]
+    {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the wasm backends");
-    assert!(status.success(), "building the wasm backends failed ({status}); is the wasm32-wasip2 target installed (rust-toolchain.toml lists it)?");
+    assert!(
+        status.success(),
+        "building the wasm backends failed ({status}); is the wasm32-wasip2 target installed (rust-toolchain.toml lists it)?"
+    );
 }

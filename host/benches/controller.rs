@@ -48,8 +48,17 @@ async fn sequential_pairs(host: &Host) {
     let mut client = host.controller().await;
     let mut pair = async |i: usize| {
         let started = Instant::now();
-        let volume = client.create_volume(create_request(format!("pair-{i}"))).await.expect("create").into_inner().volume.unwrap();
-        client.delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id, ..Default::default() }).await.expect("delete");
+        let volume = client
+            .create_volume(create_request(format!("pair-{i}")))
+            .await
+            .expect("create")
+            .into_inner()
+            .volume
+            .unwrap();
+        client
+            .delete_volume(csi::DeleteVolumeRequest { volume_id: volume.volume_id, ..Default::default() })
+            .await
+            .expect("delete");
         started.elapsed()
     };
     for i in 0..50 {
@@ -72,7 +81,13 @@ async fn concurrent_creates(host: &Host) {
         tasks.spawn(async move {
             let _slot = gate.acquire_owned().await.unwrap();
             let t = Instant::now();
-            let volume = client.create_volume(create_request(format!("burst-{i}"))).await.expect("create").into_inner().volume.unwrap();
+            let volume = client
+                .create_volume(create_request(format!("burst-{i}")))
+                .await
+                .expect("create")
+                .into_inner()
+                .volume
+                .unwrap();
             (t.elapsed(), volume.volume_id)
         });
     }
@@ -85,7 +100,11 @@ async fn concurrent_creates(host: &Host) {
     }
     let wall = started.elapsed();
     report(&format!("create, {IN_FLIGHT} in flight"), &mut samples, "");
-    println!("    throughput: {:.0} creates/s over {BURST} ({:.1} ms)   target >= 3000/s", BURST as f64 / wall.as_secs_f64(), wall.as_secs_f64() * 1e3);
+    println!(
+        "    throughput: {:.0} creates/s over {BURST} ({:.1} ms)   target >= 3000/s",
+        BURST as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64() * 1e3
+    );
     let mut client = host.controller().await;
     for volume_id in ids {
         client.delete_volume(csi::DeleteVolumeRequest { volume_id, ..Default::default() }).await.expect("delete");

@@ -34,7 +34,13 @@ fn main() {
         let (mut controller, mut node) = (host.controller().await, host.node().await);
         let cap = mount_cap_fs(AccessMode::SingleNodeWriter, "ext4");
         for i in 0..ROUNDS {
-            let volume = controller.create_volume(create_req(&format!("bench-{i}"), GIB)).await.expect("create").into_inner().volume.unwrap();
+            let volume = controller
+                .create_volume(create_req(&format!("bench-{i}"), GIB))
+                .await
+                .expect("create")
+                .into_inner()
+                .volume
+                .unwrap();
             let staging = host.path().join(format!("staging-{i}"));
             let target = host.path().join(format!("target-{i}"));
             let id = volume.volume_id.clone();
@@ -60,16 +66,25 @@ fn main() {
             .expect("publish");
             publish.push(t.elapsed());
             let t = Instant::now();
-            node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: id.clone(), target_path: target.display().to_string() })
-                .await
-                .expect("unpublish");
+            node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                target_path: target.display().to_string(),
+            })
+            .await
+            .expect("unpublish");
             unpublish.push(t.elapsed());
             let t = Instant::now();
-            node.node_unstage_volume(csi::NodeUnstageVolumeRequest { volume_id: id.clone(), staging_target_path: staging.display().to_string() })
-                .await
-                .expect("unstage");
+            node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+                volume_id: id.clone(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await
+            .expect("unstage");
             unstage.push(t.elapsed());
-            controller.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.expect("delete");
+            controller
+                .delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() })
+                .await
+                .expect("delete");
         }
     });
     let tools = tools_alone();
@@ -79,7 +94,11 @@ fn main() {
     };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let (stage50, tools50) = (p50(&mut stage), p50(&mut tools.clone()));
-    println!("NodeStageVolume (fresh 1 GiB ext4): p50 {:.2} ms, max {:.2} ms", ms(stage50), ms(*stage.iter().max().unwrap()));
+    println!(
+        "NodeStageVolume (fresh 1 GiB ext4): p50 {:.2} ms, max {:.2} ms",
+        ms(stage50),
+        ms(*stage.iter().max().unwrap())
+    );
     println!("  blkid + mkfs.ext4 run directly:   p50 {:.2} ms", ms(tools50));
     println!("  host overhead beyond the tools:   {:.2} ms   target <= 5 ms", ms(stage50.saturating_sub(tools50)));
     println!("NodePublishVolume (bind):           p50 {:.2} ms   target <= 5 ms", ms(p50(&mut publish)));

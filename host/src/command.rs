@@ -18,14 +18,28 @@ use nix::unistd::Pid;
 /// Runs granted commands for backends. The host uses [`System`]; the backend testkit
 /// substitutes a recording fake.
 pub trait Executor: Send + Sync {
-    fn run(&self, program: &Path, args: &[String], stdin: &[u8], deadline: Instant, cap: usize) -> std::io::Result<Output>;
+    fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        stdin: &[u8],
+        deadline: Instant,
+        cap: usize,
+    ) -> std::io::Result<Output>;
 }
 
 /// Really runs the program (see [`run`]).
 pub struct System;
 
 impl Executor for System {
-    fn run(&self, program: &Path, args: &[String], stdin: &[u8], deadline: Instant, cap: usize) -> std::io::Result<Output> {
+    fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        stdin: &[u8],
+        deadline: Instant,
+        cap: usize,
+    ) -> std::io::Result<Output> {
         run(program, args, stdin, deadline, cap)
     }
 }

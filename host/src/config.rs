@@ -162,8 +162,8 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks a TOML (`.toml`) or YAML (`.yaml`/`.yml`) config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(path, &text)
     }
 
@@ -175,9 +175,7 @@ impl Config {
             Some("toml") => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
             _ => return Err(parse_err("unknown format: name the file *.toml, *.yaml or *.yml".into())),
         };
-        config
-            .check()
-            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        config.check().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
         Ok(config)
     }
 
@@ -218,11 +216,16 @@ impl Config {
                 return Err(at("limits memory_mib, deadline_ms and concurrency must be > 0".into()));
             }
             if b.limits.concurrency > MAX_CONCURRENCY || b.limits.memory_mib > MAX_MEMORY_MIB {
-                return Err(at(format!("limits: concurrency is at most {MAX_CONCURRENCY}, memory_mib at most {MAX_MEMORY_MIB}")));
+                return Err(at(format!(
+                    "limits: concurrency is at most {MAX_CONCURRENCY}, memory_mib at most {MAX_MEMORY_MIB}"
+                )));
             }
             for d in &b.grants.directories {
                 if !d.host.is_absolute() || !d.guest.starts_with('/') {
-                    return Err(at(format!("directory grant {:?} -> {:?}: both paths must be absolute", d.host, d.guest)));
+                    return Err(at(format!(
+                        "directory grant {:?} -> {:?}: both paths must be absolute",
+                        d.host, d.guest
+                    )));
                 }
             }
             for c in &b.grants.commands {
@@ -264,7 +267,9 @@ pub fn check_instance_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("backend name {name:?} must be 1-31 characters of a-z, 0-9 and '-', not starting or ending with '-'"))
+        Err(format!(
+            "backend name {name:?} must be 1-31 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        ))
     }
 }
 
@@ -311,7 +316,10 @@ mod tests {
                 "absolute",
             ),
             ("backends = []\n", "at least one"),
-            ("[[backends]]\nname = \"a\"\nmodule = \"x\"\n[backends.grants]\ndevices = [\"/dev/../sda\"]\n", "device grant"),
+            (
+                "[[backends]]\nname = \"a\"\nmodule = \"x\"\n[backends.grants]\ndevices = [\"/dev/../sda\"]\n",
+                "device grant",
+            ),
             ("[[backends]]\nname = \"a\"\nmodule = \"x\"\n[backends.grants]\ndevices = [\"*\"]\n", "device grant"),
         ] {
             let err = Config::parse(Path::new("c.toml"), text).unwrap_err().to_string();

@@ -6,7 +6,7 @@
 
 pub mod command;
 pub mod config;
-pub mod runtime;
 pub mod csi;
-pub mod server;
 pub mod node;
+pub mod runtime;
+pub mod server;

@@ -97,7 +97,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let loader_node_id = node_id.clone();
     let slots = config.backends.iter().map(|b| b.limits.concurrency as u32).sum();
     let backends = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<_>> {
-        let runtime = Runtime::new(&cache_dir, Arc::new(wasmcsi::command::System), slots).context("start the wasm runtime")?;
+        let runtime =
+            Runtime::new(&cache_dir, Arc::new(wasmcsi::command::System), slots).context("start the wasm runtime")?;
         config.backends.iter().map(|b| runtime.load(b, &loader_node_id).map_err(anyhow::Error::from)).collect()
     })
     .await??;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use csi_proto::v1::{
-    controller_server::ControllerServer, group_controller_server::GroupControllerServer, identity_server::IdentityServer,
-    node_server::NodeServer,
+    controller_server::ControllerServer, group_controller_server::GroupControllerServer,
+    identity_server::IdentityServer, node_server::NodeServer,
 };
 use nix::sys::stat::{Mode as Permissions, umask};
 use tokio::net::UnixListener;
@@ -36,9 +36,8 @@ impl Mode {
 
 /// The socket path of a `unix://` endpoint (absolute or relative path after the scheme).
 pub fn socket_path(endpoint: &str) -> anyhow::Result<PathBuf> {
-    let path = endpoint
-        .strip_prefix("unix://")
-        .with_context(|| format!("endpoint {endpoint:?} must be unix://<path>"))?;
+    let path =
+        endpoint.strip_prefix("unix://").with_context(|| format!("endpoint {endpoint:?} must be unix://<path>"))?;
     if path.is_empty() {
         bail!("endpoint {endpoint:?} has no socket path");
     }

@@ -39,8 +39,7 @@ pub mod v1 {
 /// Encoded `google.protobuf.FileDescriptorSet` of `csi.proto` and its
 /// imports, custom options and comments included (e.g. for
 /// tonic-reflection).
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));
 
 /// Fully-qualified names (`csi.v1.Message.field`) of every field marked
 /// `[(csi_secret) = true]`, in declaration order. Their values are

@@ -14,15 +14,10 @@ use prost_types::FileDescriptorSet;
 fn messages_round_trip() {
     let request = CreateVolumeRequest {
         name: "pvc-1".into(),
-        capacity_range: Some(CapacityRange {
-            required_bytes: 1 << 30,
-            limit_bytes: 2 << 30,
-        }),
+        capacity_range: Some(CapacityRange { required_bytes: 1 << 30, limit_bytes: 2 << 30 }),
         secrets: HashMap::from([("token".into(), "t".into())]),
         volume_content_source: Some(VolumeContentSource {
-            r#type: Some(Type::Snapshot(SnapshotSource {
-                snapshot_id: "snap-1".into(),
-            })),
+            r#type: Some(Type::Snapshot(SnapshotSource { snapshot_id: "snap-1".into() })),
         }),
         mutable_parameters: HashMap::from([("iops".into(), "3000".into())]),
         ..Default::default()
@@ -33,10 +28,7 @@ fn messages_round_trip() {
 
 #[test]
 fn field_numbers_match_the_wire_format() {
-    let request = DeleteVolumeRequest {
-        volume_id: "v".into(),
-        secrets: HashMap::from([("k".into(), "s".into())]),
-    };
+    let request = DeleteVolumeRequest { volume_id: "v".into(), secrets: HashMap::from([("k".into(), "s".into())]) };
     // volume_id = 1 (tag 0x0a); secrets = 2 (tag 0x12), an entry with
     // key = 1 (0x0a) and value = 2 (0x12).
     let wire = [
@@ -49,49 +41,26 @@ fn field_numbers_match_the_wire_format() {
 #[test]
 fn descriptor_set_has_every_service() {
     let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
-    let csi = set
-        .file
-        .iter()
-        .find(|file| file.name() == "csi.proto")
-        .expect("csi.proto is in the set");
+    let csi = set.file.iter().find(|file| file.name() == "csi.proto").expect("csi.proto is in the set");
     assert_eq!(csi.package(), "csi.v1");
 
-    let services: Vec<(&str, usize)> = csi
-        .service
-        .iter()
-        .map(|service| (service.name(), service.method.len()))
-        .collect();
+    let services: Vec<(&str, usize)> =
+        csi.service.iter().map(|service| (service.name(), service.method.len())).collect();
     assert_eq!(
         services,
-        [
-            ("Identity", 3),
-            ("Controller", 15),
-            ("GroupController", 4),
-            ("SnapshotMetadata", 2),
-            ("Node", 8),
-        ]
+        [("Identity", 3), ("Controller", 15), ("GroupController", 4), ("SnapshotMetadata", 2), ("Node", 8),]
     );
 
     let snapshot_metadata = &csi.service[3];
-    assert!(
-        snapshot_metadata
-            .method
-            .iter()
-            .all(|method| method.server_streaming() && !method.client_streaming())
-    );
+    assert!(snapshot_metadata.method.iter().all(|method| method.server_streaming() && !method.client_streaming()));
 }
 
 #[test]
 fn descriptor_set_includes_imports() {
     let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
-    for import in [
-        "google/protobuf/descriptor.proto",
-        "google/protobuf/timestamp.proto",
-        "google/protobuf/wrappers.proto",
-    ] {
-        assert!(
-            set.file.iter().any(|file| file.name() == import),
-            "{import} missing"
-        );
+    for import in
+        ["google/protobuf/descriptor.proto", "google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"]
+    {
+        assert!(set.file.iter().any(|file| file.name() == import), "{import} missing");
     }
 }

@@ -17,10 +17,7 @@ fn secrets() -> HashMap<String, String> {
 
 /// Checks `debug` hides the secret map yet still shows `visible`.
 fn assert_redacted(debug: &str, visible: &[&str]) {
-    assert!(
-        !debug.contains(SECRET_VALUE),
-        "secret value leaked: {debug}"
-    );
+    assert!(!debug.contains(SECRET_VALUE), "secret value leaked: {debug}");
     assert!(!debug.contains(SECRET_KEY), "secret key leaked: {debug}");
     assert!(debug.contains("secrets: <redacted: 1 keys>"), "{debug}");
     for text in visible {
@@ -47,19 +44,13 @@ fn node_stage_volume_request_redacts_secrets() {
         volume_id: "vol-1".into(),
         staging_target_path: "/var/lib/kubelet/staging/vol-1".into(),
         volume_capability: Some(VolumeCapability {
-            access_type: Some(AccessType::Mount(MountVolume {
-                fs_type: "xfs".into(),
-                ..Default::default()
-            })),
+            access_type: Some(AccessType::Mount(MountVolume { fs_type: "xfs".into(), ..Default::default() })),
             ..Default::default()
         }),
         secrets: secrets(),
         ..Default::default()
     };
-    assert_redacted(
-        &format!("{request:?}"),
-        &["vol-1", "/var/lib/kubelet/staging/vol-1", "xfs"],
-    );
+    assert_redacted(&format!("{request:?}"), &["vol-1", "/var/lib/kubelet/staging/vol-1", "xfs"]);
 }
 
 #[test]
@@ -71,10 +62,7 @@ fn controller_publish_volume_request_redacts_secrets() {
         secrets: secrets(),
         ..Default::default()
     };
-    assert_redacted(
-        &format!("{request:?}"),
-        &["vol-2", "node-a", "readonly: true"],
-    );
+    assert_redacted(&format!("{request:?}"), &["vol-2", "node-a", "readonly: true"]);
 }
 
 #[test]

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use csi_proto::v1 as csi;
 use csi::controller_client::ControllerClient;
 use csi::group_controller_client::GroupControllerClient;
 use csi::identity_client::IdentityClient;
 use csi::node_client::NodeClient;
 use csi::volume_capability::access_mode::Mode;
+use csi_proto::v1 as csi;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint};
@@ -66,7 +66,18 @@ impl Host {
         let tmp = tempfile::Builder::new().prefix("wasmcsi-e2e-").tempdir().expect("create temp dir");
         let socket = tmp.path().join("csi.sock");
         let data_dir = tmp.path().join("data");
-        Host { tmp, socket, data_dir, config: None, extra_args: Vec::new(), envs: Vec::new(), node_id: NODE_ID.into(), rust_log: "info".into(), child: None, runs: 0 }
+        Host {
+            tmp,
+            socket,
+            data_dir,
+            config: None,
+            extra_args: Vec::new(),
+            envs: Vec::new(),
+            node_id: NODE_ID.into(),
+            rust_log: "info".into(),
+            child: None,
+            runs: 0,
+        }
     }
 
     /// Starts a host with the embedded default backend and waits until it is ready.
@@ -157,7 +168,9 @@ impl Host {
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         // The binary reads these from the environment; a developer's shell must not steer the tests.
-        for var in ["CSI_ENDPOINT", "NODE_ID", "WASMCSI_CONFIG", "WASMCSI_DATA_DIR", "CSI_DRIVER_NAME", "WASMCSI_DISTRIBUTED"] {
+        for var in
+            ["CSI_ENDPOINT", "NODE_ID", "WASMCSI_CONFIG", "WASMCSI_DATA_DIR", "CSI_DRIVER_NAME", "WASMCSI_DISTRIBUTED"]
+        {
             command.env_remove(var);
         }
         command.envs(self.envs.iter().map(|(k, v)| (k, v)));
@@ -211,7 +224,9 @@ impl Host {
     /// SIGTERM and wait for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
-        self.wait_exit(EXIT_TIMEOUT).await.unwrap_or_else(|| panic!("host did not exit after SIGTERM; log:\n{}", self.log()))
+        self.wait_exit(EXIT_TIMEOUT)
+            .await
+            .unwrap_or_else(|| panic!("host did not exit after SIGTERM; log:\n{}", self.log()))
     }
 
     /// SIGKILL and wait for the exit.
@@ -292,7 +307,9 @@ impl Host {
     // ---- clients ----
 
     pub async fn channel(&self) -> Channel {
-        connect(&self.socket).await.unwrap_or_else(|e| panic!("connect to {}: {e:?}; log:\n{}", self.socket.display(), self.log()))
+        connect(&self.socket)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e:?}; log:\n{}", self.socket.display(), self.log()))
     }
 
     pub async fn identity(&self) -> IdentityClient<Channel> {
@@ -396,7 +413,9 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
         .timeout(CALL_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
 }
@@ -491,7 +510,11 @@ pub fn node_topology(node: &str) -> csi::Topology {
 
 /// Unwraps an expected failure, checks its code, and returns the status.
 #[track_caller]
-pub fn expect_code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>, code: tonic::Code, what: &str) -> tonic::Status {
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+    what: &str,
+) -> tonic::Status {
     match result {
         Ok(response) => panic!("{what}: expected {code:?}, got OK: {:?}", response.into_inner()),
         Err(status) => {
@@ -547,7 +570,12 @@ pub fn files_mentioning(root: &Path, needle: &str) -> Vec<PathBuf> {
 #[track_caller]
 pub fn backing_file(root: &Path, local_id: &str) -> PathBuf {
     let files = files_mentioning(root, local_id);
-    assert_eq!(files.len(), 1, "expected exactly one backing file for {local_id} under {}, found {files:?}", root.display());
+    assert_eq!(
+        files.len(),
+        1,
+        "expected exactly one backing file for {local_id} under {}, found {files:?}",
+        root.display()
+    );
     files.into_iter().next().unwrap()
 }
 
@@ -681,7 +709,12 @@ pub fn loop_devices() -> Vec<LoopLine> {
             None => (backing, false),
         };
         let number = std::fs::read_to_string(entry.path().join("dev")).unwrap_or_default().trim().to_string();
-        found.push(LoopLine { device: Path::new("/dev").join(&name), number, backing_file: PathBuf::from(backing), deleted });
+        found.push(LoopLine {
+            device: Path::new("/dev").join(&name),
+            number,
+            backing_file: PathBuf::from(backing),
+            deleted,
+        });
     }
     found.sort_by(|a, b| a.device.cmp(&b.device));
     found

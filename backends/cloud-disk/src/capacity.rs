@@ -15,7 +15,11 @@ use crate::sizing;
 use crate::support;
 
 /// The capacity of a StorageClass with `parameters` (checked as CreateVolume checks them).
-pub fn get(settings: &Settings, capabilities: &[VolumeCapability], parameters: &[(String, String)]) -> Result<Capacity, Error> {
+pub fn get(
+    settings: &Settings,
+    capabilities: &[VolumeCapability],
+    parameters: &[(String, String)],
+) -> Result<Capacity, Error> {
     support::check_capabilities(capabilities)?;
     let parameters = CreateParameters::parse(parameters, &[], settings.default_volume_type)?;
     let (min_gib, max_gib) = parameters.volume_type.size_limits_gib();
@@ -72,10 +76,8 @@ mod tests {
             let error = capacity(&settings, bad).unwrap_err();
             assert!(matches!(error, Error::InvalidArgument(_)), "{bad:?}: {error:?}");
         }
-        let shared = [VolumeCapability {
-            access_type: AccessType::Block,
-            access_mode: AccessMode::MultiNodeMultiWriter,
-        }];
+        let shared =
+            [VolumeCapability { access_type: AccessType::Block, access_mode: AccessMode::MultiNodeMultiWriter }];
         assert!(matches!(get(&settings, &shared, &[]), Err(Error::InvalidArgument(_))));
     }
 }

@@ -105,14 +105,7 @@ fn civil_from_unix(seconds: u64) -> Civil {
         days -= days_in_month(year, month);
         month += 1;
     }
-    Civil {
-        year,
-        month,
-        day: days + 1,
-        hour: in_day / 3600,
-        minute: in_day % 3600 / 60,
-        second: in_day % 60,
-    }
+    Civil { year, month, day: days + 1, hour: in_day / 3600, minute: in_day % 3600 / 60, second: in_day % 60 }
 }
 
 #[cfg(test)]

@@ -40,21 +40,13 @@ pub struct Ctx<'p> {
 impl<'p> Ctx<'p> {
     pub fn new(settings: Settings, platform: &'p dyn Platform, transport: &'p dyn Transport) -> Ctx<'p> {
         let deadline = platform.now() + settings.wait_budget;
-        Ctx {
-            settings,
-            platform,
-            transport,
-            deadline,
-        }
+        Ctx { settings, platform, transport, deadline }
     }
 
     /// Sleeps for `delay` when the wait budget still allows it; false (without sleeping)
     /// when it does not, so the caller answers instead of overrunning the host's deadline.
     pub fn sleep_within_budget(&self, delay: Duration) -> bool {
-        let fits = self
-            .deadline
-            .duration_since(self.platform.now())
-            .is_ok_and(|remaining| remaining >= delay);
+        let fits = self.deadline.duration_since(self.platform.now()).is_ok_and(|remaining| remaining >= delay);
         if fits {
             self.platform.sleep(delay);
         }

@@ -22,13 +22,8 @@ const KEY_ID_MIN_LEN: usize = 16;
 /// Header and signing terms whose value follows them (`Credential=AKIA…/…`,
 /// `Signature=…`, `X-Amz-Security-Token: …`); the value is redacted up to the next
 /// separator.
-const LEADS: [&str; 5] = [
-    "credential=",
-    "signature=",
-    "authorization:",
-    "x-amz-security-token:",
-    "x-amz-security-token=",
-];
+const LEADS: [&str; 5] =
+    ["credential=", "signature=", "authorization:", "x-amz-security-token:", "x-amz-security-token="];
 
 pub struct Credentials {
     pub access_key_id: String,
@@ -64,11 +59,7 @@ impl Credentials {
     /// of any signing header or term replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        let secrets = [
-            Some(&self.secret_access_key),
-            self.session_token.as_ref(),
-            Some(&self.access_key_id),
-        ];
+        let secrets = [Some(&self.secret_access_key), self.session_token.as_ref(), Some(&self.access_key_id)];
         for secret in secrets.into_iter().flatten() {
             text = text.replace(secret.as_str(), REDACTED);
         }

@@ -50,10 +50,7 @@ pub struct Ec2<'c> {
 impl<'c> Ec2<'c> {
     /// Reads the credentials; missing ones fail here, before anything is sent.
     pub fn connect(ctx: &'c Ctx<'c>) -> Result<Ec2<'c>, Error> {
-        Ok(Ec2 {
-            ctx,
-            credentials: Credentials::load(ctx.platform)?,
-        })
+        Ok(Ec2 { ctx, credentials: Credentials::load(ctx.platform)? })
     }
 
     /// The volume `id`; `None` when EC2 does not know it.
@@ -85,10 +82,7 @@ impl<'c> Ec2<'c> {
             .param("Size", new.size_gib.to_string())
             .param("VolumeType", parameters.volume_type.name())
             .optional("Iops", parameters.iops.map(|iops| iops.to_string()))
-            .optional(
-                "Throughput",
-                parameters.throughput.map(|throughput| throughput.to_string()),
-            )
+            .optional("Throughput", parameters.throughput.map(|throughput| throughput.to_string()))
             .optional("Encrypted", parameters.encrypted.map(|encrypted| encrypted.to_string()))
             .optional("KmsKeyId", parameters.kms_key_id.as_deref())
             .optional("SnapshotId", new.snapshot_id)
@@ -110,9 +104,7 @@ impl<'c> Ec2<'c> {
     }
 
     pub fn detach_volume(&self, volume_id: &str, instance_id: &str) -> Result<(), Failure> {
-        let query = Query::new("DetachVolume")
-            .param("VolumeId", volume_id)
-            .param("InstanceId", instance_id);
+        let query = Query::new("DetachVolume").param("VolumeId", volume_id).param("InstanceId", instance_id);
         self.call(query, ignore)
     }
 
@@ -187,9 +179,8 @@ impl<'c> Ec2<'c> {
 
     /// A page of this account's snapshots carrying a CSI name, of one volume if given.
     pub fn managed_snapshots(&self, volume_id: Option<&str>, page: &PageRequest) -> Result<Page<Snapshot>, Failure> {
-        let mut query = Query::new("DescribeSnapshots")
-            .list("OwnerId", &["self"])
-            .filter("tag-key", &[SNAPSHOT_NAME_TAG]);
+        let mut query =
+            Query::new("DescribeSnapshots").list("OwnerId", &["self"]).filter("tag-key", &[SNAPSHOT_NAME_TAG]);
         if let Some(volume_id) = volume_id {
             query = query.filter("volume-id", &[volume_id]);
         }
@@ -221,10 +212,7 @@ impl<'c> Ec2<'c> {
             let root = doc.root_element();
             let expected = format!("{action}Response");
             if root.tag_name().name() != expected {
-                return Err(malformed(format!(
-                    "<{}> instead of <{expected}>",
-                    root.tag_name().name()
-                )));
+                return Err(malformed(format!("<{}> instead of <{expected}>", root.tag_name().name())));
             }
             read(root).map_err(malformed)
         })
@@ -244,19 +232,14 @@ impl<'c> Ec2<'c> {
             ],
             body: body.as_bytes().to_vec(),
         };
-        let scope = Scope {
-            region: &settings.region,
-            service: SERVICE,
-        };
+        let scope = Scope { region: &settings.region, service: SERVICE };
         sigv4::sign(&mut request, &self.credentials, &scope, self.ctx.platform.now());
         request
     }
 }
 
 fn paged(query: Query, page: &PageRequest) -> Query {
-    query
-        .param("MaxResults", page.max_results.to_string())
-        .optional("NextToken", page.next_token)
+    query.param("MaxResults", page.max_results.to_string()).optional("NextToken", page.next_token)
 }
 
 /// For actions whose answer carries nothing the backend needs (`<return>true</return>`).
@@ -287,18 +270,8 @@ mod tests {
             String::from_utf8_lossy(&request.body),
             "Action=DescribeVolumes&Version=2016-11-15&VolumeId.1=vol-0123456789abcdef0"
         );
-        let header = |name: &str| {
-            request
-                .headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
-        assert_eq!(
-            header("content-type"),
-            "application/x-www-form-urlencoded; charset=utf-8"
-        );
+        let header = |name: &str| request.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(header("content-type"), "application/x-www-form-urlencoded; charset=utf-8");
         assert_eq!(header("content-length"), request.body.len().to_string());
         assert_eq!(header("x-amz-date"), "20150830T123600Z");
         assert_eq!(header("x-amz-security-token"), fake::SESSION_TOKEN);
@@ -325,17 +298,10 @@ mod tests {
     #[test]
     fn wrong_credentials_are_a_credentials_error() {
         let platform = FakePlatform::new();
-        platform
-            .secrets
-            .borrow_mut()
-            .insert("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into());
+        platform.secrets.borrow_mut().insert("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into());
         let ec2 = FakeEc2::new();
         let ctx = ctx_with(&platform, &ec2, Settings::for_tests());
-        let error: Error = Ec2::connect(&ctx)
-            .unwrap()
-            .volume("vol-0123456789abcdef0")
-            .unwrap_err()
-            .into();
+        let error: Error = Ec2::connect(&ctx).unwrap().volume("vol-0123456789abcdef0").unwrap_err().into();
         assert!(
             matches!(&error, Error::FailedPrecondition(m) if m.contains("SignatureDoesNotMatch") && m.contains("IAM")),
             "{error:?}"
@@ -372,9 +338,7 @@ mod tests {
         let ctx = ctx_with(&platform, &ec2, Settings::for_tests());
         let client = Ec2::connect(&ctx).unwrap();
         ec2.script_raw(200, include_str!("../fixtures/attach_volume.xml"));
-        client
-            .attach_volume("vol-1234567890abcdef0", "i-1234567890abcdef0", "/dev/xvdba")
-            .unwrap();
+        client.attach_volume("vol-1234567890abcdef0", "i-1234567890abcdef0", "/dev/xvdba").unwrap();
         ec2.script_raw(200, include_str!("../fixtures/delete_volume.xml"));
         client.delete_volume("vol-1234567890abcdef0").unwrap();
     }
@@ -383,16 +347,9 @@ mod tests {
     fn an_unexpected_document_is_internal() {
         let platform = FakePlatform::new();
         let ec2 = FakeEc2::new();
-        ec2.script_raw(
-            200,
-            "<DeleteVolumeResponse><return>true</return></DeleteVolumeResponse>",
-        );
+        ec2.script_raw(200, "<DeleteVolumeResponse><return>true</return></DeleteVolumeResponse>");
         let ctx = ctx_with(&platform, &ec2, Settings::for_tests());
-        let error: Error = Ec2::connect(&ctx)
-            .unwrap()
-            .volume("vol-0123456789abcdef0")
-            .unwrap_err()
-            .into();
+        let error: Error = Ec2::connect(&ctx).unwrap().volume("vol-0123456789abcdef0").unwrap_err().into();
         assert!(
             matches!(&error, Error::Internal(m) if m.contains("<DeleteVolumeResponse> instead of <DescribeVolumesResponse>")),
             "{error:?}"

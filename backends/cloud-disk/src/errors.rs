@@ -70,15 +70,11 @@ const CODES: &[(&str, Class)] = &[
 /// The class of an error code; an unknown code is a server error when the status says so,
 /// else internal.
 pub fn classify(code: &str, status: u16) -> Class {
-    CODES
-        .iter()
-        .find(|(known, _)| *known == code)
-        .map(|(_, class)| *class)
-        .unwrap_or(if status >= 500 {
-            Class::ServerError
-        } else {
-            Class::Internal
-        })
+    CODES.iter().find(|(known, _)| *known == code).map(|(_, class)| *class).unwrap_or(if status >= 500 {
+        Class::ServerError
+    } else {
+        Class::Internal
+    })
 }
 
 /// An EC2 error document: `<Response><Errors><Error><Code/><Message/></Error></Errors>
@@ -103,11 +99,7 @@ impl AwsError {
                 request_id: xml::text(root, "RequestID").map(str::to_owned),
             })
         });
-        parsed.unwrap_or_else(|| AwsError {
-            code: format!("HTTP {status}"),
-            message: String::new(),
-            request_id: None,
-        })
+        parsed.unwrap_or_else(|| AwsError { code: format!("HTTP {status}"), message: String::new(), request_id: None })
     }
 }
 
@@ -143,11 +135,7 @@ impl Failure {
                  AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) secrets and the IAM policy",
             );
         }
-        Failure {
-            kind: Kind::Aws(class),
-            code: Some(error.code),
-            message: credentials.redact(&message),
-        }
+        Failure { kind: Kind::Aws(class), code: Some(error.code), message: credentials.redact(&message) }
     }
 
     pub fn transport(action: &str, error: TransportError, credentials: &Credentials) -> Failure {
@@ -174,10 +162,7 @@ impl Failure {
     /// Throttling, AWS-side failures and timeouts may pass when tried again.
     pub fn retryable(&self) -> bool {
         self.throttled()
-            || matches!(
-                self.kind,
-                Kind::Aws(Class::ServerError) | Kind::Transport(TransportErrorKind::Timeout)
-            )
+            || matches!(self.kind, Kind::Aws(Class::ServerError) | Kind::Transport(TransportErrorKind::Timeout))
     }
 
     /// AWS refused the request for its rate: it did nothing, so even an action that is
@@ -268,58 +253,26 @@ mod tests {
         type Variant = fn(&Error) -> bool;
         let table: &[(&str, u16, Variant)] = &[
             ("InvalidParameterValue", 400, |e| matches!(e, Error::InvalidArgument(_))),
-            ("InvalidParameterCombination", 400, |e| {
-                matches!(e, Error::InvalidArgument(_))
-            }),
+            ("InvalidParameterCombination", 400, |e| matches!(e, Error::InvalidArgument(_))),
             ("MissingParameter", 400, |e| matches!(e, Error::InvalidArgument(_))),
             ("InvalidZone.NotFound", 400, |e| matches!(e, Error::InvalidArgument(_))),
             ("InvalidVolume.NotFound", 400, |e| matches!(e, Error::NotFound(_))),
             ("InvalidSnapshot.NotFound", 400, |e| matches!(e, Error::NotFound(_))),
             ("InvalidInstanceID.NotFound", 400, |e| matches!(e, Error::NotFound(_))),
-            ("IdempotentParameterMismatch", 400, |e| {
-                matches!(e, Error::AlreadyExists(_))
-            }),
+            ("IdempotentParameterMismatch", 400, |e| matches!(e, Error::AlreadyExists(_))),
             ("VolumeInUse", 400, |e| matches!(e, Error::FailedPrecondition(_))),
             ("IncorrectState", 400, |e| matches!(e, Error::FailedPrecondition(_))),
-            ("IncorrectInstanceState", 400, |e| {
-                matches!(e, Error::FailedPrecondition(_))
-            }),
-            ("InvalidVolume.ZoneMismatch", 400, |e| {
-                matches!(e, Error::FailedPrecondition(_))
-            }),
+            ("IncorrectInstanceState", 400, |e| matches!(e, Error::FailedPrecondition(_))),
+            ("InvalidVolume.ZoneMismatch", 400, |e| matches!(e, Error::FailedPrecondition(_))),
             ("VolumeLimitExceeded", 400, |e| matches!(e, Error::ResourceExhausted(_))),
-            ("AttachmentLimitExceeded", 400, |e| {
-                matches!(e, Error::ResourceExhausted(_))
-            }),
-            ("SnapshotLimitExceeded", 400, |e| {
-                matches!(e, Error::ResourceExhausted(_))
-            }),
-            ("MaxIOPSLimitExceeded", 400, |e| {
-                matches!(e, Error::ResourceExhausted(_))
-            }),
-            ("InsufficientVolumeCapacity", 400, |e| {
-                matches!(e, Error::ResourceExhausted(_))
-            }),
-            (
-                "AuthFailure",
-                401,
-                |e| matches!(e, Error::FailedPrecondition(m) if m.contains("credentials")),
-            ),
-            (
-                "UnauthorizedOperation",
-                403,
-                |e| matches!(e, Error::FailedPrecondition(m) if m.contains("IAM")),
-            ),
-            (
-                "SignatureDoesNotMatch",
-                403,
-                |e| matches!(e, Error::FailedPrecondition(m) if m.contains("credentials")),
-            ),
-            (
-                "InvalidClientTokenId",
-                403,
-                |e| matches!(e, Error::FailedPrecondition(m) if m.contains("credentials")),
-            ),
+            ("AttachmentLimitExceeded", 400, |e| matches!(e, Error::ResourceExhausted(_))),
+            ("SnapshotLimitExceeded", 400, |e| matches!(e, Error::ResourceExhausted(_))),
+            ("MaxIOPSLimitExceeded", 400, |e| matches!(e, Error::ResourceExhausted(_))),
+            ("InsufficientVolumeCapacity", 400, |e| matches!(e, Error::ResourceExhausted(_))),
+            ("AuthFailure", 401, |e| matches!(e, Error::FailedPrecondition(m) if m.contains("credentials"))),
+            ("UnauthorizedOperation", 403, |e| matches!(e, Error::FailedPrecondition(m) if m.contains("IAM"))),
+            ("SignatureDoesNotMatch", 403, |e| matches!(e, Error::FailedPrecondition(m) if m.contains("credentials"))),
+            ("InvalidClientTokenId", 403, |e| matches!(e, Error::FailedPrecondition(m) if m.contains("credentials"))),
             ("RequestLimitExceeded", 503, |e| matches!(e, Error::Unavailable(_))),
             ("Throttling", 400, |e| matches!(e, Error::Unavailable(_))),
             ("InternalError", 500, |e| matches!(e, Error::Unavailable(_))),
@@ -345,10 +298,7 @@ mod tests {
         let Error::FailedPrecondition(text) = Failure::aws("AttachVolume", 403, error, &credentials()).into() else {
             panic!("expected failed-precondition");
         };
-        assert!(
-            text.starts_with("EC2 AttachVolume failed: AuthFailure: The key [redacted] with secret"),
-            "{text}"
-        );
+        assert!(text.starts_with("EC2 AttachVolume failed: AuthFailure: The key [redacted] with secret"), "{text}");
         assert!(text.contains("(request id ea966190-f9aa-478e-9ede-example)"), "{text}");
         crate::fake::assert_no_credentials(&text);
     }
@@ -361,10 +311,7 @@ mod tests {
             Failure::aws("DescribeVolumes", status, error, &credentials)
         };
         let transport = |kind| {
-            let error = TransportError {
-                kind,
-                detail: "POST http://127.0.0.1:1: nope".into(),
-            };
+            let error = TransportError { kind, detail: "POST http://127.0.0.1:1: nope".into() };
             Failure::transport("DescribeVolumes", error, &credentials)
         };
         assert!(aws("RequestLimitExceeded", 503).retryable());

@@ -74,10 +74,7 @@ mod fixture {
 
     impl Fixture {
         pub fn new() -> Fixture {
-            Fixture {
-                platform: FakePlatform::new(),
-                ec2: FakeEc2::new(),
-            }
+            Fixture { platform: FakePlatform::new(), ec2: FakeEc2::new() }
         }
 
         pub fn ctx(&self) -> Ctx<'_> {
@@ -260,9 +257,7 @@ impl FakeEc2 {
     /// Adds an instance in `zone`, and the private DNS name it answers to when given.
     pub fn add_instance(&self, id: &str, zone: &str, dns_name: Option<&str>) {
         let mut state = self.lock();
-        state
-            .instances
-            .insert(id.to_owned(), (zone.to_owned(), vec!["/dev/xvda".to_owned()]));
+        state.instances.insert(id.to_owned(), (zone.to_owned(), vec!["/dev/xvda".to_owned()]));
         if let Some(name) = dns_name {
             state.dns_names.insert(id.to_owned(), name.to_owned());
         }
@@ -271,7 +266,13 @@ impl FakeEc2 {
     /// Answers one HTTP request as EC2 would, given what arrived: the method, the full URI
     /// (`http://host:port/path`), the headers (a `host` header, if any, wins over the
     /// URI's authority) and the body. Scripted timeouts are [`TimedOut`].
-    pub fn serve(&self, method: &str, uri: &str, headers: &[(String, String)], body: &[u8]) -> Result<(u16, Vec<u8>), TimedOut> {
+    pub fn serve(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), TimedOut> {
         let (scheme, rest) = match uri.split_once("://") {
             Some(("https", rest)) => (Scheme::Https, rest),
             Some((_, rest)) => (Scheme::Http, rest),
@@ -281,10 +282,7 @@ impl FakeEc2 {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
         };
-        let host = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
-            .map(|(_, value)| value.clone());
+        let host = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("host")).map(|(_, value)| value.clone());
         let request = HttpRequest {
             method: match method {
                 "POST" => "POST",
@@ -294,11 +292,7 @@ impl FakeEc2 {
             scheme,
             authority: host.unwrap_or_else(|| authority.to_owned()),
             path_and_query: path.to_owned(),
-            headers: headers
-                .iter()
-                .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
-                .cloned()
-                .collect(),
+            headers: headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("host")).cloned().collect(),
             body: body.to_vec(),
         };
         match self.send(request) {
@@ -313,11 +307,7 @@ impl FakeEc2 {
 
     /// Queues `response` for the next request of `action` (`*`: of any action).
     pub fn script(&self, action: &str, response: Scripted) {
-        self.lock()
-            .script
-            .entry(action.to_owned())
-            .or_default()
-            .push_back(response);
+        self.lock().script.entry(action.to_owned()).or_default().push_back(response);
     }
 
     /// Queues a verbatim answer to the next request.
@@ -450,9 +440,8 @@ impl Transport for FakeEc2 {
         state.requests.push(request.clone());
         let form = parse_form(&String::from_utf8_lossy(&request.body));
         let action = form.get("Action").cloned().unwrap_or_default();
-        let scripted = [action.as_str(), "*"]
-            .iter()
-            .find_map(|key| state.script.get_mut(*key).and_then(VecDeque::pop_front));
+        let scripted =
+            [action.as_str(), "*"].iter().find_map(|key| state.script.get_mut(*key).and_then(VecDeque::pop_front));
         let answer = match scripted {
             Some(lost @ (Scripted::Timeout | Scripted::LostAnswer)) => {
                 if matches!(lost, Scripted::LostAnswer) {
@@ -464,10 +453,7 @@ impl Transport for FakeEc2 {
                 });
             }
             Some(Scripted::Raw(status, body)) => {
-                return Ok(HttpResponse {
-                    status,
-                    body: body.as_bytes().to_vec(),
-                });
+                return Ok(HttpResponse { status, body: body.as_bytes().to_vec() });
             }
             Some(Scripted::Error(status, code, message)) => Err((status, code, message)),
             None => match check_signature(&request, &state.credentials) {
@@ -505,48 +491,22 @@ impl Transport for FakeEc2 {
 /// request's authority), the method, the path and the body.
 fn check_signature(request: &HttpRequest, credentials: &Credentials) -> Result<(), (u16, &'static str, String)> {
     let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
     };
     let authorization = header("authorization");
     let amz_date = header("x-amz-date");
     let date = amz_date.get(..8).unwrap_or_default();
-    let expected_credential = format!(
-        "Credential={}/{date}/{REGION}/ec2/aws4_request,",
-        credentials.access_key_id
-    );
+    let expected_credential = format!("Credential={}/{date}/{REGION}/ec2/aws4_request,", credentials.access_key_id);
     if !authorization.contains(&expected_credential) {
-        return Err((
-            401,
-            "AuthFailure",
-            "AWS was not able to validate the provided access credentials".into(),
-        ));
+        return Err((401, "AuthFailure", "AWS was not able to validate the provided access credentials".into()));
     }
     if header("x-amz-security-token") != credentials.session_token.clone().unwrap_or_default() {
-        return Err((
-            403,
-            "InvalidClientTokenId",
-            "The security token included in the request is invalid.".into(),
-        ));
+        return Err((403, "InvalidClientTokenId", "The security token included in the request is invalid.".into()));
     }
     let iso = amz_date
         .get(..15)
         .filter(|d| d.is_ascii())
-        .map(|d| {
-            format!(
-                "{}-{}-{}T{}:{}:{}Z",
-                &d[..4],
-                &d[4..6],
-                &d[6..8],
-                &d[9..11],
-                &d[11..13],
-                &d[13..15]
-            )
-        })
+        .map(|d| format!("{}-{}-{}T{}:{}:{}Z", &d[..4], &d[4..6], &d[6..8], &d[9..11], &d[11..13], &d[13..15]))
         .unwrap_or_default();
     let signed_at = UNIX_EPOCH + Duration::from_secs(clock::parse_iso8601(&iso).unwrap_or_default());
     let signed_headers: Vec<String> = authorization
@@ -557,20 +517,11 @@ fn check_signature(request: &HttpRequest, credentials: &Credentials) -> Result<(
         .map(str::to_owned)
         .collect();
     let mut expected = request.clone();
-    expected
-        .headers
-        .retain(|(name, _)| signed_headers.contains(&name.to_ascii_lowercase()));
-    let scope = Scope {
-        region: REGION,
-        service: "ec2",
-    };
+    expected.headers.retain(|(name, _)| signed_headers.contains(&name.to_ascii_lowercase()));
+    let scope = Scope { region: REGION, service: "ec2" };
     sigv4::sign(&mut expected, credentials, &scope, signed_at);
-    let expected_authorization = expected
-        .headers
-        .iter()
-        .find(|(n, _)| n == "authorization")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let expected_authorization =
+        expected.headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone()).unwrap_or_default();
     if authorization != expected_authorization {
         return Err((
             403,
@@ -602,11 +553,7 @@ impl State {
             "CreateSnapshot" => self.create_snapshot(form),
             "DescribeSnapshots" => self.describe_snapshots(form),
             "DeleteSnapshot" => self.delete_snapshot(form),
-            other => Err((
-                400,
-                "InvalidAction",
-                format!("The action {other} is not valid for this web service."),
-            )),
+            other => Err((400, "InvalidAction", format!("The action {other} is not valid for this web service."))),
         }
     }
 
@@ -635,19 +582,11 @@ impl State {
             }
         }
         if !ZONES.contains(&zone.as_str()) {
-            return Err((
-                400,
-                "InvalidZone.NotFound",
-                format!("The zone '{zone}' does not exist."),
-            ));
+            return Err((400, "InvalidZone.NotFound", format!("The zone '{zone}' does not exist.")));
         }
         if let Some(snapshot_id) = &snapshot {
             let source = self.snapshots.get(snapshot_id).ok_or_else(|| {
-                (
-                    400,
-                    "InvalidSnapshot.NotFound",
-                    format!("The snapshot '{snapshot_id}' does not exist."),
-                )
+                (400, "InvalidSnapshot.NotFound", format!("The snapshot '{snapshot_id}' does not exist."))
             })?;
             if size < source.size {
                 return Err(invalid("Size", &size.to_string()));
@@ -724,10 +663,7 @@ impl State {
             return Err((
                 400,
                 "VolumeInUse",
-                format!(
-                    "Volume {id} is currently attached to {}",
-                    volume.attachments[0].instance
-                ),
+                format!("Volume {id} is currently attached to {}", volume.attachments[0].instance),
             ));
         }
         self.volumes.remove(&id);
@@ -738,11 +674,8 @@ impl State {
         let id = required(form, "VolumeId")?;
         let instance = required(form, "InstanceId")?;
         let device = required(form, "Device")?;
-        let (instance_zone, used) = self
-            .instances
-            .get(&instance)
-            .cloned()
-            .ok_or_else(|| not_found_instance(&instance))?;
+        let (instance_zone, used) =
+            self.instances.get(&instance).cloned().ok_or_else(|| not_found_instance(&instance))?;
         let in_use = used.contains(&device) || self.attached_devices(&instance).contains(&device);
         let delay = self.delays.attaching;
         let volume = self.volumes.get_mut(&id).ok_or_else(|| not_found_volume(&id))?;
@@ -754,11 +687,7 @@ impl State {
             ));
         }
         if let Some(other) = volume.attachments.first() {
-            return Err((
-                400,
-                "VolumeInUse",
-                format!("{id} is already attached to an instance {}", other.instance),
-            ));
+            return Err((400, "VolumeInUse", format!("{id} is already attached to an instance {}", other.instance)));
         }
         if volume.state != "available" {
             return Err((400, "IncorrectState", format!("The volume '{id}' is not 'available'.")));
@@ -793,13 +722,7 @@ impl State {
             .attachments
             .iter_mut()
             .find(|a| a.instance == instance)
-            .ok_or_else(|| {
-                (
-                    400,
-                    "IncorrectState",
-                    format!("Volume '{id}' is in the '{state}' state."),
-                )
-            })?;
+            .ok_or_else(|| (400, "IncorrectState", format!("Volume '{id}' is in the '{state}' state.")))?;
         attachment.state = "detaching".into();
         attachment.pending = delay;
         Ok(format!(
@@ -880,18 +803,13 @@ impl State {
         let modification = FakeModification {
             state: "modifying".into(),
             size: size.unwrap_or(volume.size),
-            volume_type: form
-                .get("VolumeType")
-                .cloned()
-                .unwrap_or_else(|| volume.volume_type.clone()),
+            volume_type: form.get("VolumeType").cloned().unwrap_or_else(|| volume.volume_type.clone()),
             iops: iops.or(volume.iops),
             throughput: throughput.or(volume.throughput),
             pending: delay,
         };
-        let answer = format!(
-            "<volumeModification>{}</volumeModification>",
-            modification_fields(&id, volume, &modification)
-        );
+        let answer =
+            format!("<volumeModification>{}</volumeModification>", modification_fields(&id, volume, &modification));
         volume.modification = Some(modification);
         Ok(answer)
     }
@@ -908,21 +826,14 @@ impl State {
                     format!("Modification for volume '{id}' does not exist."),
                 ));
             };
-            items.push_str(&format!(
-                "<item>{}</item>",
-                modification_fields(&id, volume, modification)
-            ));
+            items.push_str(&format!("<item>{}</item>", modification_fields(&id, volume, modification)));
         }
         Ok(format!("<volumeModificationSet>{items}</volumeModificationSet>"))
     }
 
     fn create_snapshot(&mut self, form: &Form) -> Answer {
         let volume_id = required(form, "VolumeId")?;
-        let size = self
-            .volumes
-            .get(&volume_id)
-            .ok_or_else(|| not_found_volume(&volume_id))?
-            .size;
+        let size = self.volumes.get(&volume_id).ok_or_else(|| not_found_volume(&volume_id))?.size;
         let id = self.new_id("snap");
         let snapshot = FakeSnapshot {
             id: id.clone(),
@@ -940,11 +851,7 @@ impl State {
     fn describe_snapshots(&mut self, form: &Form) -> Answer {
         let ids = list(form, "SnapshotId");
         if let Some(missing) = ids.iter().find(|id| !self.snapshots.contains_key(*id)) {
-            return Err((
-                400,
-                "InvalidSnapshot.NotFound",
-                format!("The snapshot '{missing}' does not exist."),
-            ));
+            return Err((400, "InvalidSnapshot.NotFound", format!("The snapshot '{missing}' does not exist.")));
         }
         if form.contains_key("MaxResults") && !ids.is_empty() {
             return Err((
@@ -988,13 +895,9 @@ impl State {
 
     fn delete_snapshot(&mut self, form: &Form) -> Answer {
         let id = required(form, "SnapshotId")?;
-        self.snapshots.remove(&id).ok_or_else(|| {
-            (
-                400,
-                "InvalidSnapshot.NotFound",
-                format!("The snapshot '{id}' does not exist."),
-            )
-        })?;
+        self.snapshots
+            .remove(&id)
+            .ok_or_else(|| (400, "InvalidSnapshot.NotFound", format!("The snapshot '{id}' does not exist.")))?;
         Ok("<return>true</return>".into())
     }
 }
@@ -1065,10 +968,7 @@ fn volume_fields(volume: &FakeVolume) -> String {
          <volumeType>{}</volumeType>{}{}<encrypted>{}</encrypted>{}<multiAttachEnabled>false</multiAttachEnabled>",
         volume.id,
         volume.size,
-        volume
-            .snapshot
-            .as_ref()
-            .map_or("<snapshotId/>".to_owned(), |s| format!("<snapshotId>{s}</snapshotId>")),
+        volume.snapshot.as_ref().map_or("<snapshotId/>".to_owned(), |s| format!("<snapshotId>{s}</snapshotId>")),
         volume.zone,
         volume.state,
         tag_set(&volume.tags),
@@ -1132,9 +1032,7 @@ fn parse_form(body: &str) -> Form {
 
 /// `name.1`, `name.2`, … in order.
 fn list(form: &Form, name: &str) -> Vec<String> {
-    (1..)
-        .map_while(|index| form.get(&format!("{name}.{index}")).cloned())
-        .collect()
+    (1..).map_while(|index| form.get(&format!("{name}.{index}")).cloned()).collect()
 }
 
 fn filters(form: &Form) -> Vec<(String, Vec<String>)> {
@@ -1159,10 +1057,7 @@ fn tags(form: &Form, resource_type: &str) -> Vec<(String, String)> {
             (1..)
                 .map_while(|index| {
                     let tag = format!("{prefix}.Tag.{index}");
-                    Some((
-                        form.get(&format!("{tag}.Key"))?.clone(),
-                        form.get(&format!("{tag}.Value"))?.clone(),
-                    ))
+                    Some((form.get(&format!("{tag}.Key"))?.clone(), form.get(&format!("{tag}.Value"))?.clone()))
                 })
                 .collect::<Vec<_>>()
         })
@@ -1186,11 +1081,7 @@ fn page(form: &Form, ids: &[String]) -> Result<(Vec<String>, String), (u16, &'st
         None => 0,
     };
     let end = (offset + max).min(ids.len());
-    let next = if end < ids.len() {
-        format!("<nextToken>offset-{end}</nextToken>")
-    } else {
-        String::new()
-    };
+    let next = if end < ids.len() { format!("<nextToken>offset-{end}</nextToken>") } else { String::new() };
     Ok((ids.get(offset..end).unwrap_or_default().to_vec(), next))
 }
 
@@ -1199,39 +1090,21 @@ fn required(form: &Form, name: &str) -> Result<String, (u16, &'static str, Strin
 }
 
 fn number<T: std::str::FromStr>(form: &Form, name: &str) -> Result<Option<T>, (u16, &'static str, String)> {
-    form.get(name)
-        .map(|value| value.parse().map_err(|_| invalid(name, value)))
-        .transpose()
+    form.get(name).map(|value| value.parse().map_err(|_| invalid(name, value))).transpose()
 }
 
 fn missing(name: &str) -> (u16, &'static str, String) {
-    (
-        400,
-        "MissingParameter",
-        format!("The request must contain the parameter {name}"),
-    )
+    (400, "MissingParameter", format!("The request must contain the parameter {name}"))
 }
 
 fn invalid(name: &str, value: &str) -> (u16, &'static str, String) {
-    (
-        400,
-        "InvalidParameterValue",
-        format!("Invalid value '{value}' for {name}"),
-    )
+    (400, "InvalidParameterValue", format!("Invalid value '{value}' for {name}"))
 }
 
 fn not_found_volume(id: &str) -> (u16, &'static str, String) {
-    (
-        400,
-        "InvalidVolume.NotFound",
-        format!("The volume '{id}' does not exist."),
-    )
+    (400, "InvalidVolume.NotFound", format!("The volume '{id}' does not exist."))
 }
 
 fn not_found_instance(id: &str) -> (u16, &'static str, String) {
-    (
-        400,
-        "InvalidInstanceID.NotFound",
-        format!("The instance ID '{id}' does not exist"),
-    )
+    (400, "InvalidInstanceID.NotFound", format!("The instance ID '{id}' does not exist"))
 }

@@ -21,9 +21,8 @@ pub fn is_instance(id: &str) -> bool {
 /// (`i-0abc….ec2.internal` in us-east-1) names instance `i-0abc…`.
 pub fn instance_of_resource_name(name: &str) -> Option<&str> {
     let (first, domain) = name.split_once('.')?;
-    let region_domain = domain
-        .strip_suffix(".compute.internal")
-        .is_some_and(|region| !region.is_empty() && !region.contains('.'));
+    let region_domain =
+        domain.strip_suffix(".compute.internal").is_some_and(|region| !region.is_empty() && !region.contains('.'));
     (is_instance(first) && (region_domain || domain == "ec2.internal")).then_some(first)
 }
 

@@ -74,8 +74,8 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::time::{Duration, SystemTime};
 
 use kit::types::{
-    BackendInfo, Capacity, CapacityRange, Device, Disk, Error, Expansion, Params, Snapshot, SnapshotPage, Topology, Volume,
-    VolumeCapability, VolumePage,
+    BackendInfo, Capacity, CapacityRange, Device, Disk, Error, Expansion, Params, Snapshot, SnapshotPage, Topology,
+    Volume, VolumeCapability, VolumePage,
 };
 
 use context::{Ctx, Platform};
@@ -249,10 +249,7 @@ mod tests {
         let ctx = || fixture.ctx();
         let request = CreateVolumeRequest {
             name: "pvc-1".into(),
-            capacity: CapacityRange {
-                required_bytes: GIB,
-                limit_bytes: 0,
-            },
+            capacity: CapacityRange { required_bytes: GIB, limit_bytes: 0 },
             capabilities: vec![VolumeCapability {
                 access_type: AccessType::Block,
                 access_mode: AccessMode::SingleNodeWriter,
@@ -271,15 +268,7 @@ mod tests {
         assert_eq!(serial, volume.id.replace('-', ""));
         assert_eq!(path, context[0].1);
         assert_eq!(node::topology(&ctx()).unwrap(), [topology::segment(ZONE)[0].clone()]);
-        modify::expand(
-            &ctx(),
-            &volume.id,
-            &CapacityRange {
-                required_bytes: 2 * GIB,
-                limit_bytes: 0,
-            },
-        )
-        .unwrap();
+        modify::expand(&ctx(), &volume.id, &CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }).unwrap();
         modify::modify(&ctx(), &volume.id, &[("iops".into(), "4000".into())]).unwrap();
         let snapshot = snapshots::create(&ctx(), &volume.id, "snap-1", &[]).unwrap();
         assert_eq!(snapshots::list(&ctx(), "", "", 0, "").unwrap().entries.len(), 1);
@@ -293,11 +282,7 @@ mod tests {
         assert!(requests.len() > 15, "{:?}", fixture.ec2.actions());
         let credential = format!("Credential={}/20150830/us-east-1/ec2/aws4_request", fake::ACCESS_KEY_ID);
         for request in &requests {
-            let authorization = request
-                .headers
-                .iter()
-                .find(|(name, _)| name == "authorization")
-                .unwrap();
+            let authorization = request.headers.iter().find(|(name, _)| name == "authorization").unwrap();
             assert!(authorization.1.contains(&credential), "{}", authorization.1);
         }
         assert_eq!(fixture.ec2.bad_signatures(), 0);
@@ -310,23 +295,13 @@ mod tests {
     #[test]
     fn credentials_in_aws_messages_never_reach_the_co() {
         let fixture = Fixture::new();
-        let message = format!(
-            "key {} secret {} token {}",
-            fake::ACCESS_KEY_ID,
-            fake::SECRET_ACCESS_KEY,
-            fake::SESSION_TOKEN
-        );
-        for (action, code) in [
-            ("DescribeVolumes", "AuthFailure"),
-            ("DeleteVolume", "UnauthorizedOperation"),
-        ] {
+        let message =
+            format!("key {} secret {} token {}", fake::ACCESS_KEY_ID, fake::SECRET_ACCESS_KEY, fake::SESSION_TOKEN);
+        for (action, code) in [("DescribeVolumes", "AuthFailure"), ("DeleteVolume", "UnauthorizedOperation")] {
             fixture.ec2.script(action, Scripted::Error(403, code, message.clone()));
         }
         let error = fixture.checked(volumes::get(&fixture.ctx(), "vol-0123456789abcdef0"));
-        assert!(
-            matches!(&error, Error::FailedPrecondition(m) if m.contains("key [redacted]")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::FailedPrecondition(m) if m.contains("key [redacted]")), "{error:?}");
         let error = fixture.checked(volumes::delete(&fixture.ctx(), "vol-0123456789abcdef0"));
         assert!(matches!(error, Error::FailedPrecondition(_)), "{error:?}");
     }

@@ -223,10 +223,7 @@ mod tests {
         let volume = with_root(include_str!("../fixtures/create_volume.xml"), Volume::parse).unwrap();
         assert_eq!(volume.id, "vol-1234567890abcdef0");
         assert_eq!(volume.state, "creating");
-        assert_eq!(
-            (volume.size_gib, volume.iops, volume.throughput),
-            (80, Some(3000), Some(125))
-        );
+        assert_eq!((volume.size_gib, volume.iops, volume.throughput), (80, Some(3000), Some(125)));
         assert_eq!(volume.snapshot_id, None);
     }
 
@@ -285,11 +282,7 @@ mod tests {
             }
         );
         // The fixture starts with a newline before its XML declaration, as moto's does.
-        let listed = with_root(
-            include_str!("../fixtures/describe_volumes_modifications.xml"),
-            modifications,
-        )
-        .unwrap();
+        let listed = with_root(include_str!("../fixtures/describe_volumes_modifications.xml"), modifications).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].state, "failed");
         assert_eq!(

@@ -25,18 +25,12 @@ pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expan
     let size_gib = match sizing::expanded_gib(volume.size_gib, range, volume_type(&volume)?)? {
         Some(size_gib) => {
             apply(ctx, &ec2, volume_id, Some(size_gib), &Tuning::default())?;
-            ctx.platform.info(&format!(
-                "expanded volume {volume_id} from {} to {size_gib} GiB",
-                volume.size_gib
-            ));
+            ctx.platform.info(&format!("expanded volume {volume_id} from {} to {size_gib} GiB", volume.size_gib));
             size_gib
         }
         None => volume.size_gib,
     };
-    Ok(Expansion {
-        capacity_bytes: sizing::bytes(size_gib),
-        node_expansion_required: true,
-    })
+    Ok(Expansion { capacity_bytes: sizing::bytes(size_gib), node_expansion_required: true })
 }
 
 /// Applies mutable parameters (`type`, `iops`, `throughput`). Values the volume already
@@ -49,9 +43,7 @@ pub fn modify(ctx: &Ctx, volume_id: &str, mutable_parameters: &[(String, String)
     let changes = Tuning {
         volume_type: requested.volume_type.filter(|t| t.name() != volume.volume_type),
         iops: requested.iops.filter(|iops| volume.iops != Some(*iops)),
-        throughput: requested
-            .throughput
-            .filter(|throughput| volume.throughput != Some(*throughput)),
+        throughput: requested.throughput.filter(|throughput| volume.throughput != Some(*throughput)),
     };
     if changes == Tuning::default() {
         return Ok(());
@@ -93,13 +85,9 @@ fn apply(ctx: &Ctx, ec2: &Ec2, volume_id: &str, size_gib: Option<u64>, tuning: &
 /// Whether `modification` goes where this request wants the volume to be.
 fn reaches(modification: &Modification, size_gib: Option<u64>, tuning: &Tuning) -> bool {
     size_gib.is_none_or(|size| modification.target_size.is_some_and(|target| target >= size))
-        && tuning
-            .volume_type
-            .is_none_or(|t| modification.target_type.as_deref() == Some(t.name()))
+        && tuning.volume_type.is_none_or(|t| modification.target_type.as_deref() == Some(t.name()))
         && tuning.iops.is_none_or(|iops| modification.target_iops == Some(iops))
-        && tuning
-            .throughput
-            .is_none_or(|throughput| modification.target_throughput == Some(throughput))
+        && tuning.throughput.is_none_or(|throughput| modification.target_throughput == Some(throughput))
 }
 
 fn progress(volume_id: &str, modification: Modification) -> Result<Poll<()>, Error> {
@@ -120,10 +108,7 @@ mod tests {
     use crate::sizing::GIB;
 
     fn range(required_bytes: u64, limit_bytes: u64) -> CapacityRange {
-        CapacityRange {
-            required_bytes,
-            limit_bytes,
-        }
+        CapacityRange { required_bytes, limit_bytes }
     }
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -133,19 +118,10 @@ mod tests {
     #[test]
     fn expand_rounds_up_and_waits_for_optimizing() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            modifying: 2,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { modifying: 2, ..Delays::default() });
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         let expansion = expand(&fixture.ctx(), &volume, &range(15 * GIB + 1, 0)).unwrap();
-        assert_eq!(
-            expansion,
-            Expansion {
-                capacity_bytes: 16 * GIB,
-                node_expansion_required: true,
-            }
-        );
+        assert_eq!(expansion, Expansion { capacity_bytes: 16 * GIB, node_expansion_required: true });
         let form = fixture.ec2.last("ModifyVolume");
         assert_eq!(form["Size"], "16");
         assert!(!form.contains_key("VolumeType"));
@@ -163,11 +139,7 @@ mod tests {
     fn expand_out_of_range() {
         let fixture = Fixture::new();
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
-        for bad in [
-            range(16_385 * GIB, 0),
-            range(11 * GIB + 1, 11 * GIB + 2),
-            range(20 * GIB, 12 * GIB),
-        ] {
+        for bad in [range(16_385 * GIB, 0), range(11 * GIB + 1, 11 * GIB + 2), range(20 * GIB, 12 * GIB)] {
             let error = fixture.checked(expand(&fixture.ctx(), &volume, &bad));
             assert!(matches!(error, Error::OutOfRange(_)), "{bad:?}: {error:?}");
         }
@@ -179,16 +151,10 @@ mod tests {
     #[test]
     fn a_retried_expansion_waits_for_the_running_modification() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            modifying: 1000,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { modifying: 1000, ..Delays::default() });
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         let error = fixture.checked(expand(&fixture.ctx(), &volume, &range(20 * GIB, 0)));
-        assert!(
-            matches!(&error, Error::Unavailable(m) if m.contains("still modifying: retry")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("still modifying: retry")), "{error:?}");
 
         fixture.ec2.edit_volume(&volume, |v| {
             if let Some(modification) = &mut v.modification {
@@ -197,11 +163,7 @@ mod tests {
         });
         let expansion = expand(&fixture.ctx(), &volume, &range(20 * GIB, 0)).unwrap();
         assert_eq!(expansion.capacity_bytes, 20 * GIB);
-        assert_eq!(
-            fixture.ec2.count("ModifyVolume"),
-            2,
-            "the retry's ModifyVolume is refused, then waited out"
-        );
+        assert_eq!(fixture.ec2.count("ModifyVolume"), 2, "the retry's ModifyVolume is refused, then waited out");
         assert_eq!(fixture.ec2.volume(&volume).unwrap().size, 20);
 
         // A different size while one runs is AWS's refusal.
@@ -217,10 +179,7 @@ mod tests {
     #[test]
     fn a_failed_modification_is_internal() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            modifying: 3,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { modifying: 3, ..Delays::default() });
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         fixture.ec2.script(
             "DescribeVolumesModifications",
@@ -232,22 +191,14 @@ mod tests {
             ),
         );
         let error = fixture.checked(expand(&fixture.ctx(), &volume, &range(20 * GIB, 0)));
-        assert!(
-            matches!(&error, Error::Internal(m) if m.contains("no capacity")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Internal(m) if m.contains("no capacity")), "{error:?}");
     }
 
     #[test]
     fn modify_changes_only_what_differs() {
         let fixture = Fixture::new();
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
-        modify(
-            &fixture.ctx(),
-            &volume,
-            &params(&[("type", "gp3"), ("iops", "3000"), ("throughput", "500")]),
-        )
-        .unwrap();
+        modify(&fixture.ctx(), &volume, &params(&[("type", "gp3"), ("iops", "3000"), ("throughput", "500")])).unwrap();
         let form = fixture.ec2.last("ModifyVolume");
         assert_eq!(form.get("Throughput").map(String::as_str), Some("500"));
         for absent in ["VolumeType", "Iops", "Size"] {

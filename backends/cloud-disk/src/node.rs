@@ -25,11 +25,8 @@ pub fn device(volume_id: &str, publish_context: &[(String, String)]) -> Result<(
         return Err(Error::NotFound(format!("volume {volume_id:?} does not exist")));
     }
     let serial = volume_id.replacen('-', "", 1);
-    let path = publish_context
-        .iter()
-        .find(|(key, _)| key == DEVICE_PATH)
-        .map(|(_, path)| path.clone())
-        .unwrap_or_default();
+    let path =
+        publish_context.iter().find(|(key, _)| key == DEVICE_PATH).map(|(_, path)| path.clone()).unwrap_or_default();
     Ok((serial, path))
 }
 
@@ -53,11 +50,7 @@ pub fn instance_id(ec2: &Ec2, node_id: &str) -> Result<Option<String>, Error> {
         several => Err(Error::NotFound(format!(
             "node {node_id:?} is the private DNS name of {several} EC2 instances ({}): run the host with \
              --node-id set to the instance id",
-            instances
-                .iter()
-                .map(|instance| instance.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            instances.iter().map(|instance| instance.id.as_str()).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
@@ -77,9 +70,9 @@ pub fn topology(ctx: &Ctx) -> Result<Topology, Error> {
     let node_id = ctx.platform.node_id();
     let ec2 = Ec2::connect(ctx)?;
     let instance_id = require_instance_id(&ec2, &node_id)?;
-    let instance = ec2
-        .instance(&instance_id)?
-        .ok_or_else(|| Error::NotFound(format!("node {node_id} (instance {instance_id}) is not an instance in this region")))?;
+    let instance = ec2.instance(&instance_id)?.ok_or_else(|| {
+        Error::NotFound(format!("node {node_id} (instance {instance_id}) is not an instance in this region"))
+    })?;
     Ok(topology::segment(&instance.zone))
 }
 
@@ -97,20 +90,14 @@ mod tests {
             device("vol-0123456789abcdef0", &context).unwrap(),
             ("vol0123456789abcdef0".to_string(), "/dev/xvdba".to_string())
         );
-        assert_eq!(
-            device("vol-1a2b3c4d", &[]).unwrap(),
-            ("vol1a2b3c4d".to_string(), String::new())
-        );
+        assert_eq!(device("vol-1a2b3c4d", &[]).unwrap(), ("vol1a2b3c4d".to_string(), String::new()));
         assert!(matches!(device("disk-1", &context), Err(Error::NotFound(_))));
     }
 
     #[test]
     fn topology_is_the_zone_of_this_instance() {
         let fixture = Fixture::new();
-        assert_eq!(
-            topology(&fixture.ctx()).unwrap(),
-            [(topology::ZONE_KEY.to_string(), ZONE.to_string())]
-        );
+        assert_eq!(topology(&fixture.ctx()).unwrap(), [(topology::ZONE_KEY.to_string(), ZONE.to_string())]);
         let form = fixture.ec2.last("DescribeInstances");
         assert_eq!(form["InstanceId.1"], NODE_ID);
     }

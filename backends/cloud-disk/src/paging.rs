@@ -31,22 +31,14 @@ struct Cursor {
 impl Cursor {
     fn parse(token: &str) -> Result<Cursor, Error> {
         if token.is_empty() {
-            return Ok(Cursor {
-                skip: 0,
-                aws_token: None,
-            });
+            return Ok(Cursor { skip: 0, aws_token: None });
         }
         token
             .split_once(':')
             .and_then(|(skip_text, aws_token)| {
-                let skip = skip_text
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|skip| *skip < MAX_PAGE && skip.to_string() == skip_text)?;
-                Some(Cursor {
-                    skip,
-                    aws_token: (!aws_token.is_empty()).then(|| aws_token.to_owned()),
-                })
+                let skip =
+                    skip_text.parse::<u32>().ok().filter(|skip| *skip < MAX_PAGE && skip.to_string() == skip_text)?;
+                Some(Cursor { skip, aws_token: (!aws_token.is_empty()).then(|| aws_token.to_owned()) })
             })
             .ok_or_else(|| Error::Aborted(format!("starting token {token:?} was not issued by this backend")))
     }
@@ -65,20 +57,14 @@ pub fn list<T>(
     fetch: impl FnOnce(&PageRequest) -> Result<Page<T>, Failure>,
 ) -> Result<(Vec<T>, String), Error> {
     let cursor = Cursor::parse(starting_token)?;
-    let want = if max_entries == 0 {
-        DEFAULT_PAGE
-    } else {
-        max_entries.min(MAX_PAGE)
-    };
+    let want = if max_entries == 0 { DEFAULT_PAGE } else { max_entries.min(MAX_PAGE) };
     let request = PageRequest {
         max_results: cursor.skip.saturating_add(want).clamp(MIN_RESULTS, MAX_PAGE),
         next_token: cursor.aws_token.as_deref(),
     };
     let page = fetch(&request).map_err(|failure| {
         if cursor.aws_token.is_some() && BAD_TOKEN_CODES.iter().any(|code| failure.is(code)) {
-            Error::Aborted(format!(
-                "starting token {starting_token:?} is no longer valid: {failure}"
-            ))
+            Error::Aborted(format!("starting token {starting_token:?} is no longer valid: {failure}"))
         } else {
             Error::from(failure)
         }
@@ -90,9 +76,7 @@ pub fn list<T>(
     let next = if end < available {
         Cursor::token(end, cursor.aws_token.as_deref())
     } else {
-        page.next_token
-            .map(|aws_token| Cursor::token(0, Some(&aws_token)))
-            .unwrap_or_default()
+        page.next_token.map(|aws_token| Cursor::token(0, Some(&aws_token))).unwrap_or_default()
     };
     items.truncate(end);
     Ok((items.split_off(start), next))
@@ -117,23 +101,14 @@ mod tests {
 
     impl Listing {
         fn fetch(&self, request: &PageRequest) -> Result<Page<u32>, Failure> {
-            assert!(
-                (MIN_RESULTS..=1000).contains(&request.max_results),
-                "{}",
-                request.max_results
-            );
-            self.requests
-                .borrow_mut()
-                .push((request.max_results, request.next_token.map(str::to_owned)));
+            assert!((MIN_RESULTS..=1000).contains(&request.max_results), "{}", request.max_results);
+            self.requests.borrow_mut().push((request.max_results, request.next_token.map(str::to_owned)));
             let offset: u32 = match request.next_token {
                 Some(token) => token.parse().map_err(|_| bad_token())?,
                 None => 0,
             };
             let end = (offset + request.max_results.min(self.cap)).min(self.total);
-            Ok(Page {
-                items: (offset..end).collect(),
-                next_token: (end < self.total).then(|| end.to_string()),
-            })
+            Ok(Page { items: (offset..end).collect(), next_token: (end < self.total).then(|| end.to_string()) })
         }
     }
 
@@ -166,11 +141,7 @@ mod tests {
     fn every_page_size_covers_everything_once_in_order() {
         for total in [0, 1, 4, 5, 12, 31] {
             for max_entries in [0, 1, 2, 4, 5, 6, 12, 100] {
-                let listing = Listing {
-                    total,
-                    cap: 7,
-                    requests: RefCell::new(Vec::new()),
-                };
+                let listing = Listing { total, cap: 7, requests: RefCell::new(Vec::new()) };
                 let expected: Vec<u32> = (0..total).collect();
                 assert_eq!(all(&listing, max_entries), expected, "total {total} max {max_entries}");
             }
@@ -179,11 +150,7 @@ mod tests {
 
     #[test]
     fn max_results_respects_the_aws_bounds() {
-        let listing = Listing {
-            total: 3000,
-            cap: 1000,
-            requests: RefCell::new(Vec::new()),
-        };
+        let listing = Listing { total: 3000, cap: 1000, requests: RefCell::new(Vec::new()) };
         let (entries, next) = list(2, "", |request| listing.fetch(request)).unwrap();
         assert_eq!((entries, next.as_str()), (vec![0, 1], "2:"));
         let (entries, next) = list(2, &next, |request| listing.fetch(request)).unwrap();
@@ -198,21 +165,14 @@ mod tests {
 
     #[test]
     fn foreign_tokens_are_aborted() {
-        let listing = Listing {
-            total: 10,
-            cap: 10,
-            requests: RefCell::new(Vec::new()),
-        };
+        let listing = Listing { total: 10, cap: 10, requests: RefCell::new(Vec::new()) };
         for token in ["x", "12", "-1:", "500:abc", "01:abc", "+1:abc", ":abc"] {
             let result = list(1, token, |request| listing.fetch(request));
             assert!(matches!(result, Err(Error::Aborted(_))), "{token:?}");
         }
         assert!(listing.requests.borrow().is_empty());
         let rejected = list(1, "0:not-a-number", |request| listing.fetch(request));
-        assert!(
-            matches!(&rejected, Err(Error::Aborted(m)) if m.contains("no longer valid")),
-            "{rejected:?}"
-        );
+        assert!(matches!(&rejected, Err(Error::Aborted(m)) if m.contains("no longer valid")), "{rejected:?}");
     }
 
     #[test]

@@ -188,23 +188,14 @@ impl CreateParameters {
         let volume_type = tuning.volume_type.unwrap_or(default_type);
         tuning.check(volume_type)?;
         if volume_type.needs_iops() && tuning.iops.is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "an {} volume needs parameter {IOPS:?}",
-                volume_type.name()
-            )));
+            return Err(Error::InvalidArgument(format!("an {} volume needs parameter {IOPS:?}", volume_type.name())));
         }
         if kms_key_id.is_some() && encrypted != Some(true) {
             return Err(Error::InvalidArgument(format!(
                 "parameter {KMS_KEY_ID:?} needs {ENCRYPTED:?} set to \"true\""
             )));
         }
-        Ok(CreateParameters {
-            volume_type,
-            iops: tuning.iops,
-            throughput: tuning.throughput,
-            encrypted,
-            kms_key_id,
-        })
+        Ok(CreateParameters { volume_type, iops: tuning.iops, throughput: tuning.throughput, encrypted, kms_key_id })
     }
 }
 
@@ -215,9 +206,7 @@ fn unknown(what: &str, key: &str, known: &[&str]) -> Error {
 fn positive(key: &str, value: &str) -> Result<u32, Error> {
     match value.trim().parse::<u32>() {
         Ok(number) if number > 0 => Ok(number),
-        _ => Err(Error::InvalidArgument(format!(
-            "parameter {key:?} must be a positive whole number, got {value:?}"
-        ))),
+        _ => Err(Error::InvalidArgument(format!("parameter {key:?} must be a positive whole number, got {value:?}"))),
     }
 }
 
@@ -225,9 +214,7 @@ fn boolean(key: &str, value: &str) -> Result<bool, Error> {
     match value.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(Error::InvalidArgument(format!(
-            "parameter {key:?} must be \"true\" or \"false\", got {value:?}"
-        ))),
+        _ => Err(Error::InvalidArgument(format!("parameter {key:?} must be \"true\" or \"false\", got {value:?}"))),
     }
 }
 
@@ -291,10 +278,7 @@ mod tests {
             }
         );
         let io2 = create(&[("type", "io2"), ("iops", "100"), ("encrypted", "false")], &[]).unwrap();
-        assert_eq!(
-            (io2.volume_type, io2.iops, io2.encrypted),
-            (VolumeType::Io2, Some(100), Some(false))
-        );
+        assert_eq!((io2.volume_type, io2.iops, io2.encrypted), (VolumeType::Io2, Some(100), Some(false)));
     }
 
     #[test]
@@ -319,11 +303,7 @@ mod tests {
             (&[("type", "io1"), ("throughput", "100")], &[], "gp3 volumes only"),
             (&[("type", "io1")], &[], "needs parameter \"iops\""),
             (&[("kmsKeyId", "alias/x")], &[], "needs \"encrypted\""),
-            (
-                &[("kmsKeyId", "alias/x"), ("encrypted", "false")],
-                &[],
-                "needs \"encrypted\"",
-            ),
+            (&[("kmsKeyId", "alias/x"), ("encrypted", "false")], &[], "needs \"encrypted\""),
             (&[("kmsKeyId", " "), ("encrypted", "true")], &[], "empty"),
         ];
         for (parameters, mutable, expected) in cases {

@@ -35,10 +35,8 @@ pub fn attach(ctx: &Ctx, volume_id: &str, node_id: &str) -> Result<Params, Error
             _ => wait_detached(ctx, &ec2, volume_id, node_id, &attachment.state)?,
         }
     }
-    if let Some(other) = volume
-        .attachments
-        .iter()
-        .find(|attachment| attachment.instance_id != node_id && attachment.state != "detached")
+    if let Some(other) =
+        volume.attachments.iter().find(|attachment| attachment.instance_id != node_id && attachment.state != "detached")
     {
         return Err(Error::FailedPrecondition(format!(
             "volume {volume_id} is {} to node {}; an EBS volume attaches to one node at a time",
@@ -61,8 +59,7 @@ pub fn attach(ctx: &Ctx, volume_id: &str, node_id: &str) -> Result<Params, Error
         ))
     })?;
     ec2.attach_volume(volume_id, node_id, &device)?;
-    ctx.platform
-        .info(&format!("attaching volume {volume_id} to node {node_id} at {device}"));
+    ctx.platform.info(&format!("attaching volume {volume_id} to node {node_id} at {device}"));
     wait_attached(ctx, &ec2, volume_id, node_id, "attaching")?;
     Ok(publish_context(device))
 }
@@ -86,8 +83,7 @@ pub fn detach(ctx: &Ctx, volume_id: &str, node_id: &str) -> Result<(), Error> {
         Some("detaching") => "detaching",
         Some(_) => match ec2.detach_volume(volume_id, node_id) {
             Ok(()) => {
-                ctx.platform
-                    .info(&format!("detaching volume {volume_id} from node {node_id}"));
+                ctx.platform.info(&format!("detaching volume {volume_id} from node {node_id}"));
                 "detaching"
             }
             // Detaching or detached meanwhile (or by an earlier try whose answer was lost):
@@ -107,18 +103,9 @@ fn publish_context(device: String) -> Params {
 /// the instance does not use.
 fn pick_device(names: &[String], used: &[String], volume_id: &str) -> Option<String> {
     let digest = Sha256::digest(volume_id.as_bytes());
-    let seed = digest
-        .iter()
-        .take(8)
-        .fold(0u64, |seed, byte| seed << 8 | u64::from(*byte));
+    let seed = digest.iter().take(8).fold(0u64, |seed, byte| seed << 8 | u64::from(*byte));
     let start = seed.checked_rem(names.len() as u64).unwrap_or(0) as usize;
-    names
-        .iter()
-        .cycle()
-        .skip(start)
-        .take(names.len())
-        .find(|name| !used.contains(name))
-        .cloned()
+    names.iter().cycle().skip(start).take(names.len()).find(|name| !used.contains(name)).cloned()
 }
 
 fn wait_attached(ctx: &Ctx, ec2: &Ec2, volume_id: &str, node_id: &str, state: &str) -> Result<(), Error> {
@@ -168,10 +155,7 @@ mod tests {
     #[test]
     fn attach_picks_a_free_name_and_waits_until_attached() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            attaching: 2,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { attaching: 2, ..Delays::default() });
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         let context = attach(&fixture.ctx(), &volume, NODE_ID).unwrap();
         let chosen = device(&context).to_owned();
@@ -189,11 +173,7 @@ mod tests {
         );
         let form = fixture.ec2.last("AttachVolume");
         assert_eq!(
-            (
-                form["VolumeId"].as_str(),
-                form["InstanceId"].as_str(),
-                form["Device"].as_str()
-            ),
+            (form["VolumeId"].as_str(), form["InstanceId"].as_str(), form["Device"].as_str()),
             (volume.as_str(), NODE_ID, chosen.as_str())
         );
         assert_eq!(fixture.ec2.volume(&volume).unwrap().attachments[0].state, "attached");
@@ -217,14 +197,9 @@ mod tests {
     fn attached_elsewhere_is_a_failed_precondition() {
         let fixture = Fixture::new();
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
-        fixture
-            .ec2
-            .attach_outside(&volume, OTHER_NODE, "/dev/xvdba", "attached");
+        fixture.ec2.attach_outside(&volume, OTHER_NODE, "/dev/xvdba", "attached");
         let error = fixture.checked(attach(&fixture.ctx(), &volume, NODE_ID));
-        assert!(
-            matches!(&error, Error::FailedPrecondition(m) if m.contains(OTHER_NODE)),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::FailedPrecondition(m) if m.contains(OTHER_NODE)), "{error:?}");
         assert_eq!(fixture.ec2.count("AttachVolume"), 0);
     }
 
@@ -240,24 +215,16 @@ mod tests {
 
         let second = fixture.ec2.add_volume(10, ZONE, &[]);
         let error = fixture.checked(attach(&fixture.ctx(), &second, NODE_ID));
-        assert!(
-            matches!(&error, Error::ResourceExhausted(m) if m.contains("52 names")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::ResourceExhausted(m) if m.contains("52 names")), "{error:?}");
     }
 
     #[test]
     fn device_names_are_spread_by_volume_and_skip_used_ones() {
         let all = names(0..52);
         let first = pick_device(&all, &[], "vol-0123456789abcdef0").unwrap();
-        assert_eq!(
-            pick_device(&all, &[], "vol-0123456789abcdef0").unwrap(),
-            first,
-            "deterministic"
-        );
-        let starts: std::collections::BTreeSet<String> = (0..20)
-            .map(|i| pick_device(&all, &[], &format!("vol-{i:017x}")).unwrap())
-            .collect();
+        assert_eq!(pick_device(&all, &[], "vol-0123456789abcdef0").unwrap(), first, "deterministic");
+        let starts: std::collections::BTreeSet<String> =
+            (0..20).map(|i| pick_device(&all, &[], &format!("vol-{i:017x}")).unwrap()).collect();
         assert!(starts.len() > 10, "{starts:?}");
         let next = pick_device(&all, std::slice::from_ref(&first), "vol-0123456789abcdef0").unwrap();
         let index = |name: &str| all.iter().position(|n| n == name).unwrap();
@@ -269,24 +236,13 @@ mod tests {
     #[test]
     fn the_attach_budget_runs_out_and_the_retry_completes() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            attaching: 1000,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { attaching: 1000, ..Delays::default() });
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         let error = fixture.checked(attach(&fixture.ctx(), &volume, NODE_ID));
-        assert!(
-            matches!(&error, Error::Unavailable(m) if m.contains("still attaching: retry")),
-            "{error:?}"
-        );
-        fixture
-            .ec2
-            .edit_volume(&volume, |v| v.attachments[0].state = "attached".into());
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("still attaching: retry")), "{error:?}");
+        fixture.ec2.edit_volume(&volume, |v| v.attachments[0].state = "attached".into());
         let context = attach(&fixture.ctx(), &volume, NODE_ID).unwrap();
-        assert_eq!(
-            device(&context),
-            fixture.ec2.volume(&volume).unwrap().attachments[0].device
-        );
+        assert_eq!(device(&context), fixture.ec2.volume(&volume).unwrap().attachments[0].device);
         assert_eq!(fixture.ec2.count("AttachVolume"), 1);
     }
 
@@ -295,10 +251,7 @@ mod tests {
         let fixture = Fixture::new();
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         let far = fixture.checked(attach(&fixture.ctx(), &volume, FAR_NODE));
-        assert!(
-            matches!(&far, Error::FailedPrecondition(m) if m.contains("zone")),
-            "{far:?}"
-        );
+        assert!(matches!(&far, Error::FailedPrecondition(m) if m.contains("zone")), "{far:?}");
         for (volume_id, node_id) in [
             (volume.as_str(), "node-1"),
             (volume.as_str(), "i-0bbbbbbbbbbbbbbb2"),
@@ -310,14 +263,10 @@ mod tests {
         }
         fixture.ec2.edit_volume(&volume, |v| v.state = "error".into());
         let failed = fixture.checked(attach(&fixture.ctx(), &volume, NODE_ID));
-        assert!(
-            matches!(&failed, Error::FailedPrecondition(m) if m.contains("IncorrectState")),
-            "{failed:?}"
-        );
-        fixture.ec2.script(
-            "AttachVolume",
-            crate::fake::Scripted::Error(400, "AttachmentLimitExceeded", "limit".into()),
-        );
+        assert!(matches!(&failed, Error::FailedPrecondition(m) if m.contains("IncorrectState")), "{failed:?}");
+        fixture
+            .ec2
+            .script("AttachVolume", crate::fake::Scripted::Error(400, "AttachmentLimitExceeded", "limit".into()));
         fixture.ec2.edit_volume(&volume, |v| v.state = "available".into());
         let limit = fixture.checked(attach(&fixture.ctx(), &volume, NODE_ID));
         assert!(matches!(limit, Error::ResourceExhausted(_)), "{limit:?}");
@@ -330,12 +279,7 @@ mod tests {
         let fixture = Fixture::new();
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         let context = attach(&fixture.ctx(), &volume, NODE_DNS_NAME).unwrap();
-        let (_, form) = fixture
-            .ec2
-            .calls()
-            .into_iter()
-            .find(|(action, _)| action == "DescribeInstances")
-            .unwrap();
+        let (_, form) = fixture.ec2.calls().into_iter().find(|(action, _)| action == "DescribeInstances").unwrap();
         assert_eq!(form["Filter.1.Name"], "private-dns-name");
         assert_eq!(form["Filter.1.Value.1"], NODE_DNS_NAME);
         assert_eq!(fixture.ec2.last("AttachVolume")["InstanceId"], NODE_ID);
@@ -384,10 +328,7 @@ mod tests {
     #[test]
     fn detach_waits_until_detached_and_is_idempotent() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            detaching: 2,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { detaching: 2, ..Delays::default() });
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
         attach(&fixture.ctx(), &volume, NODE_ID).unwrap();
         detach(&fixture.ctx(), &volume, NODE_ID).unwrap();
@@ -395,10 +336,7 @@ mod tests {
         assert!(after.attachments.is_empty());
         assert_eq!(after.state, "available");
         let form = fixture.ec2.last("DetachVolume");
-        assert_eq!(
-            (form["VolumeId"].as_str(), form["InstanceId"].as_str()),
-            (volume.as_str(), NODE_ID)
-        );
+        assert_eq!((form["VolumeId"].as_str(), form["InstanceId"].as_str()), (volume.as_str(), NODE_ID));
 
         detach(&fixture.ctx(), &volume, NODE_ID).unwrap();
         detach(&fixture.ctx(), "vol-0123456789abcdef9", NODE_ID).unwrap();
@@ -417,10 +355,7 @@ mod tests {
             crate::fake::Scripted::Error(400, "IncorrectState", "Volume is in the 'in-use' state.".into()),
         );
         let error = fixture.checked(detach(&fixture.ctx(), &volume, NODE_ID));
-        assert!(
-            matches!(&error, Error::Unavailable(m) if m.contains("to detach")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("to detach")), "{error:?}");
 
         // A detach whose answer was lost is retried and then waited for.
         fixture.ec2.script("DetachVolume", crate::fake::Scripted::LostAnswer);
@@ -432,14 +367,10 @@ mod tests {
     fn detach_leaves_other_nodes_alone_and_follows_a_detach_in_progress() {
         let fixture = Fixture::new();
         let volume = fixture.ec2.add_volume(10, ZONE, &[]);
-        fixture
-            .ec2
-            .attach_outside(&volume, OTHER_NODE, "/dev/xvdba", "attached");
+        fixture.ec2.attach_outside(&volume, OTHER_NODE, "/dev/xvdba", "attached");
         detach(&fixture.ctx(), &volume, NODE_ID).unwrap();
         assert_eq!(fixture.ec2.volume(&volume).unwrap().attachments.len(), 1);
-        fixture
-            .ec2
-            .edit_volume(&volume, |v| v.attachments[0].state = "detaching".into());
+        fixture.ec2.edit_volume(&volume, |v| v.attachments[0].state = "detaching".into());
         detach(&fixture.ctx(), &volume, OTHER_NODE).unwrap();
         assert!(fixture.ec2.volume(&volume).unwrap().attachments.is_empty());
         assert_eq!(fixture.ec2.count("DetachVolume"), 0);
@@ -452,9 +383,6 @@ mod tests {
         fixture.ec2.attach_outside(&volume, NODE_ID, "/dev/xvdbq", "detaching");
         let context = attach(&fixture.ctx(), &volume, NODE_ID).unwrap();
         assert_eq!(fixture.ec2.count("AttachVolume"), 1);
-        assert_eq!(
-            fixture.ec2.volume(&volume).unwrap().attachments[0].device,
-            device(&context)
-        );
+        assert_eq!(fixture.ec2.volume(&volume).unwrap().attachments[0].device, device(&context));
     }
 }

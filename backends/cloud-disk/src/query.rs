@@ -159,10 +159,7 @@ mod tests {
 
     #[test]
     fn tag_specifications() {
-        let tags = vec![
-            ("CSIVolumeName".to_string(), "pvc-1".to_string()),
-            ("team".to_string(), "a=b".to_string()),
-        ];
+        let tags = vec![("CSIVolumeName".to_string(), "pvc-1".to_string()), ("team".to_string(), "a=b".to_string())];
         let query = Query::new("CreateVolume").tag_specification("volume", &tags);
         assert_eq!(
             query.encode(),

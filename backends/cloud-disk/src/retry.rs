@@ -12,16 +12,10 @@ use crate::errors::Failure;
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Between retries of one request.
-pub const RETRY: Backoff = Backoff {
-    base: Duration::from_millis(250),
-    cap: Duration::from_secs(4),
-};
+pub const RETRY: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(4) };
 
 /// Between polls of a state change (a volume becoming available, an attachment attached).
-pub const POLL: Backoff = Backoff {
-    base: Duration::from_secs(1),
-    cap: Duration::from_secs(8),
-};
+pub const POLL: Backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) };
 
 /// Exponential backoff with "equal jitter": the n-th delay is half of `base·2ⁿ` (capped)
 /// plus a random part of up to the other half, so callers that failed together spread out.
@@ -61,9 +55,7 @@ pub fn run<T>(
         if attempt == MAX_ATTEMPTS || !ctx.sleep_within_budget(delay) {
             return Err(failure.gave_up(attempt));
         }
-        ctx.platform.warn(&format!(
-            "{action} will be retried ({attempt}/{MAX_ATTEMPTS}): {failure}"
-        ));
+        ctx.platform.warn(&format!("{action} will be retried ({attempt}/{MAX_ATTEMPTS}): {failure}"));
     }
 }
 
@@ -101,10 +93,7 @@ mod tests {
         for random in [0, 1, 77, u64::MAX / 3, u64::MAX] {
             for attempt in 0..10 {
                 let delay = POLL.delay(attempt, random);
-                assert!(
-                    delay >= POLL.delay(attempt, 0) && delay <= Duration::from_secs(8),
-                    "{delay:?}"
-                );
+                assert!(delay >= POLL.delay(attempt, 0) && delay <= Duration::from_secs(8), "{delay:?}");
             }
         }
     }
@@ -117,11 +106,7 @@ mod tests {
         let calls = Cell::new(0);
         let result = run(&ctx, "DescribeVolumes", true, || {
             calls.set(calls.get() + 1);
-            if calls.get() < 3 {
-                Err(throttled(&platform))
-            } else {
-                Ok(7)
-            }
+            if calls.get() < 3 { Err(throttled(&platform)) } else { Ok(7) }
         });
         assert_eq!(result.unwrap(), 7);
         assert_eq!(calls.get(), 3);
@@ -140,10 +125,7 @@ mod tests {
             Err(throttled(&platform))
         });
         let error: Error = result.unwrap_err().into();
-        assert!(
-            matches!(&error, Error::Unavailable(m) if m.contains("gave up after 5 attempts")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("gave up after 5 attempts")), "{error:?}");
         assert_eq!(calls.get(), MAX_ATTEMPTS);
     }
 
@@ -176,11 +158,7 @@ mod tests {
             match calls.get() {
                 1 => Err(throttled(&platform)),
                 _ => {
-                    let error = AwsError {
-                        code: "InternalError".into(),
-                        message: String::new(),
-                        request_id: None,
-                    };
+                    let error = AwsError { code: "InternalError".into(), message: String::new(), request_id: None };
                     Err::<(), _>(Failure::aws("CreateSnapshot", 500, error, &credentials))
                 }
             }
@@ -198,11 +176,7 @@ mod tests {
         let calls = Cell::new(0);
         let result: Result<(), _> = run(&ctx, "DeleteVolume", true, || {
             calls.set(calls.get() + 1);
-            let error = AwsError {
-                code: "VolumeInUse".into(),
-                message: String::new(),
-                request_id: None,
-            };
+            let error = AwsError { code: "VolumeInUse".into(), message: String::new(), request_id: None };
             Err(Failure::aws("DeleteVolume", 400, error, &credentials))
         });
         assert!(result.unwrap_err().is("VolumeInUse"));

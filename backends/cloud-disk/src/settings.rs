@@ -27,14 +27,7 @@ const DEFAULT_VOLUME_TYPE: &str = "default-volume-type";
 const TAGS: &str = "tags";
 const WAIT_BUDGET_MS: &str = "wait-budget-ms";
 const DEVICE_NAMES: &str = "device-names";
-const KNOWN: [&str; 6] = [
-    REGION,
-    ENDPOINT,
-    DEFAULT_VOLUME_TYPE,
-    TAGS,
-    WAIT_BUDGET_MS,
-    DEVICE_NAMES,
-];
+const KNOWN: [&str; 6] = [REGION, ENDPOINT, DEFAULT_VOLUME_TYPE, TAGS, WAIT_BUDGET_MS, DEVICE_NAMES];
 
 const DEFAULT_WAIT_BUDGET_MS: u64 = 45_000;
 const WAIT_BUDGET_RANGE_MS: std::ops::RangeInclusive<u64> = 1_000..=600_000;
@@ -112,15 +105,11 @@ fn invalid(message: String) -> Error {
 
 fn parse_region(value: &str) -> Result<String, Error> {
     let valid = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
     if !valid {
-        return Err(invalid(format!(
-            "setting {REGION:?} is not an AWS region name: {value:?}"
-        )));
+        return Err(invalid(format!("setting {REGION:?} is not an AWS region name: {value:?}")));
     }
     Ok(value.to_owned())
 }
@@ -135,9 +124,7 @@ fn parse_endpoint(value: &str) -> Result<Endpoint, Error> {
         return Err(bad("must start with https:// or http://"));
     };
     if rest.contains(['@', '?', '#']) || rest.contains(char::is_whitespace) || rest.contains(char::is_control) {
-        return Err(bad(
-            "must be scheme://host[:port][/path], without user, query or fragment",
-        ));
+        return Err(bad("must be scheme://host[:port][/path], without user, query or fragment"));
     }
     let (authority, path) = match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
@@ -146,11 +133,7 @@ fn parse_endpoint(value: &str) -> Result<Endpoint, Error> {
     if !valid_authority(authority) {
         return Err(bad("has no valid host and port"));
     }
-    Ok(Endpoint {
-        scheme,
-        authority: authority.to_owned(),
-        path: path.to_owned(),
-    })
+    Ok(Endpoint { scheme, authority: authority.to_owned(), path: path.to_owned() })
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`, with a non-empty host and a valid port.
@@ -242,10 +225,7 @@ fn parse_device_names(value: &str) -> Result<Vec<String>, Error> {
 /// `/dev/xvdba` … `/dev/xvdbz`, `/dev/xvdca` … `/dev/xvdcz`: clear of the root device and
 /// of the names instances are launched with (as the upstream EBS CSI driver does).
 fn default_device_names() -> Vec<String> {
-    ['b', 'c']
-        .iter()
-        .flat_map(|second| ('a'..='z').map(move |third| format!("/dev/xvd{second}{third}")))
-        .collect()
+    ['b', 'c'].iter().flat_map(|second| ('a'..='z').map(move |third| format!("/dev/xvd{second}{third}"))).collect()
 }
 
 #[cfg(test)]
@@ -269,11 +249,7 @@ mod tests {
         assert_eq!(settings.region, "eu-west-1");
         assert_eq!(
             settings.endpoint,
-            Endpoint {
-                scheme: Scheme::Https,
-                authority: "ec2.eu-west-1.amazonaws.com".into(),
-                path: "/".into(),
-            }
+            Endpoint { scheme: Scheme::Https, authority: "ec2.eu-west-1.amazonaws.com".into(), path: "/".into() }
         );
         assert_eq!(settings.default_volume_type, VolumeType::Gp3);
         assert!(settings.tags.is_empty());
@@ -299,11 +275,7 @@ mod tests {
             settings,
             Settings {
                 region: "us-gov-west-1".into(),
-                endpoint: Endpoint {
-                    scheme: Scheme::Http,
-                    authority: "127.0.0.1:8080".into(),
-                    path: "/ec2".into(),
-                },
+                endpoint: Endpoint { scheme: Scheme::Http, authority: "127.0.0.1:8080".into(), path: "/ec2".into() },
                 default_volume_type: VolumeType::Io2,
                 tags: vec![
                     ("team".into(), "storage".into()),

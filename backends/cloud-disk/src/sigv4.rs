@@ -40,10 +40,8 @@ pub fn sign(request: &mut HttpRequest, credentials: &Credentials, scope: &Scope,
     let date = &amz_date[..8];
     let credential_scope = format!("{date}/{}/{}/{TERMINATOR}", scope.region, scope.service);
     let (canonical, signed_headers) = canonical_request(request);
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{credential_scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
+    let string_to_sign =
+        format!("{ALGORITHM}\n{amz_date}\n{credential_scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
     let key = signing_key(&credentials.secret_access_key, date, scope);
     let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
     request.headers.push((
@@ -57,10 +55,7 @@ pub fn sign(request: &mut HttpRequest, credentials: &Credentials, scope: &Scope,
 
 /// The canonical request and its `SignedHeaders` list.
 fn canonical_request(request: &HttpRequest) -> (String, String) {
-    let (path, query) = request
-        .path_and_query
-        .split_once('?')
-        .unwrap_or((&request.path_and_query, ""));
+    let (path, query) = request.path_and_query.split_once('?').unwrap_or((&request.path_and_query, ""));
     let mut headers: Vec<(String, String)> = request
         .headers
         .iter()
@@ -101,18 +96,11 @@ fn canonical_query(query: &str) -> String {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_encode(&percent_decode(name)),
-                percent_encode(&percent_decode(value)),
-            )
+            (percent_encode(&percent_decode(name)), percent_encode(&percent_decode(value)))
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("&")
 }
 
 /// Trims a header value and collapses inner runs of spaces to one.
@@ -145,10 +133,7 @@ mod tests {
     const SUITE_KEY_ID: &str = "AKIDEXAMPLE";
     const SUITE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     const SUITE_TOKEN: &str = "AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqTflfKD8YUuwthAx7mSEI/qkPpKPi/kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHNVXAkiY9q6d+xo0rKwT38xVqr7ZD0u0iPPkUL64lIZbqBAz+scqKmlzm8FDrypNC9Yjc8fPOLn9FX9KSYvKTr4rvx3iSIlTJabIQwj2ICCR/oLxBA==";
-    const SUITE_SCOPE: Scope = Scope {
-        region: "us-east-1",
-        service: "service",
-    };
+    const SUITE_SCOPE: Scope = Scope { region: "us-east-1", service: "service" };
     const SUITE_CREDENTIAL: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request";
 
     fn suite_time() -> SystemTime {
@@ -179,12 +164,7 @@ mod tests {
     }
 
     fn authorization(mut request: HttpRequest, session_token: Option<&str>) -> String {
-        sign(
-            &mut request,
-            &suite_credentials(session_token),
-            &SUITE_SCOPE,
-            suite_time(),
-        );
+        sign(&mut request, &suite_credentials(session_token), &SUITE_SCOPE, suite_time());
         assert_eq!(header(&request, "x-amz-date"), Some("20150830T123600Z"));
         header(&request, "authorization").unwrap().to_owned()
     }
@@ -253,12 +233,7 @@ mod tests {
     #[test]
     fn the_session_token_is_sent() {
         let mut request = request("POST", "/", &[], "");
-        sign(
-            &mut request,
-            &suite_credentials(Some(SUITE_TOKEN)),
-            &SUITE_SCOPE,
-            suite_time(),
-        );
+        sign(&mut request, &suite_credentials(Some(SUITE_TOKEN)), &SUITE_SCOPE, suite_time());
         assert_eq!(header(&request, "x-amz-security-token"), Some(SUITE_TOKEN));
     }
 
@@ -268,12 +243,7 @@ mod tests {
         let credentials = suite_credentials(Some(SUITE_TOKEN));
         sign(&mut request, &credentials, &SUITE_SCOPE, suite_time());
         let first = header(&request, "authorization").unwrap().to_owned();
-        sign(
-            &mut request,
-            &credentials,
-            &SUITE_SCOPE,
-            suite_time() + Duration::from_secs(1),
-        );
+        sign(&mut request, &credentials, &SUITE_SCOPE, suite_time() + Duration::from_secs(1));
         assert_eq!(request.headers.len(), 3, "{:?}", request.headers);
         assert_eq!(header(&request, "x-amz-date"), Some("20150830T123601Z"));
         assert_ne!(header(&request, "authorization").unwrap(), first);

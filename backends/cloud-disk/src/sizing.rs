@@ -70,10 +70,7 @@ mod tests {
     use super::*;
 
     fn range(required_bytes: u64, limit_bytes: u64) -> CapacityRange {
-        CapacityRange {
-            required_bytes,
-            limit_bytes,
-        }
+        CapacityRange { required_bytes, limit_bytes }
     }
 
     #[test]
@@ -94,11 +91,7 @@ mod tests {
             (range(0, 4 * GIB), VolumeType::Io1, 0, 4),
         ];
         for (range, volume_type, at_least, expected) in cases {
-            assert_eq!(
-                new_volume_gib(&range, volume_type, at_least).unwrap(),
-                expected,
-                "{range:?} {volume_type:?}"
-            );
+            assert_eq!(new_volume_gib(&range, volume_type, at_least).unwrap(), expected, "{range:?} {volume_type:?}");
         }
     }
 
@@ -136,14 +129,8 @@ mod tests {
     fn expansion() {
         assert_eq!(expanded_gib(10, &range(5 * GIB, 0), VolumeType::Gp3).unwrap(), None);
         assert_eq!(expanded_gib(10, &range(10 * GIB, 0), VolumeType::Gp3).unwrap(), None);
-        assert_eq!(
-            expanded_gib(10, &range(10 * GIB + 1, 0), VolumeType::Gp3).unwrap(),
-            Some(11)
-        );
-        assert_eq!(
-            expanded_gib(10, &range(20 * GIB, 20 * GIB), VolumeType::Gp3).unwrap(),
-            Some(20)
-        );
+        assert_eq!(expanded_gib(10, &range(10 * GIB + 1, 0), VolumeType::Gp3).unwrap(), Some(11));
+        assert_eq!(expanded_gib(10, &range(20 * GIB, 20 * GIB), VolumeType::Gp3).unwrap(), Some(20));
         for (current, range, volume_type) in [
             (10, range(10 * GIB + 1, 10 * GIB + 2), VolumeType::Gp3),
             (10, range(20 * GIB, 10 * GIB), VolumeType::Gp3),

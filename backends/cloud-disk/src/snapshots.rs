@@ -33,9 +33,7 @@ pub fn create(
         )));
     }
     if !ids::is_volume(source_volume_id) {
-        return Err(Error::NotFound(format!(
-            "source volume {source_volume_id:?} does not exist"
-        )));
+        return Err(Error::NotFound(format!("source volume {source_volume_id:?} does not exist")));
     }
     let ec2 = Ec2::connect(ctx)?;
     if let Some(existing) = named(&ec2, name)? {
@@ -49,10 +47,7 @@ pub fn create(
     }
     let tags = support::tags(&ctx.settings, SNAPSHOT_NAME_TAG, name);
     let created = ec2.create_snapshot(source_volume_id, DESCRIPTION, &tags)?;
-    ctx.platform.info(&format!(
-        "snapshotting volume {source_volume_id} as {name:?} ({})",
-        created.id
-    ));
+    ctx.platform.info(&format!("snapshotting volume {source_volume_id} as {name:?} ({})", created.id));
     usable(created)
 }
 
@@ -87,10 +82,7 @@ pub fn list(
     max_entries: u32,
     starting_token: &str,
 ) -> Result<SnapshotPage, Error> {
-    let empty = SnapshotPage {
-        entries: Vec::new(),
-        next_token: String::new(),
-    };
+    let empty = SnapshotPage { entries: Vec::new(), next_token: String::new() };
     let source = (!source_volume_id.is_empty()).then_some(source_volume_id);
     if source.is_some_and(|source| !ids::is_volume(source)) {
         return Ok(empty);
@@ -106,18 +98,12 @@ pub fn list(
             .map(|snapshot| to_snapshot(&snapshot))
             .into_iter()
             .collect();
-        return Ok(SnapshotPage {
-            entries,
-            next_token: String::new(),
-        });
+        return Ok(SnapshotPage { entries, next_token: String::new() });
     }
     let ec2 = Ec2::connect(ctx)?;
     let (snapshots, next_token) =
         paging::list(max_entries, starting_token, |page| ec2.managed_snapshots(source, page))?;
-    Ok(SnapshotPage {
-        entries: snapshots.iter().map(to_snapshot).collect(),
-        next_token,
-    })
+    Ok(SnapshotPage { entries: snapshots.iter().map(to_snapshot).collect(), next_token })
 }
 
 /// This account's snapshot carrying CSI name `name`, if one does.
@@ -163,10 +149,7 @@ mod tests {
     #[test]
     fn create_tags_the_snapshot_and_answers_at_once() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            snapshot: 1,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { snapshot: 1, ..Delays::default() });
         let volume = fixture.ec2.add_volume(8, ZONE, &[]);
         let snapshot = create(&fixture.ctx(), &volume, "snap-1", &[]).unwrap();
         assert_eq!(snapshot.source_volume_id, volume);
@@ -198,10 +181,7 @@ mod tests {
         let volume = fixture.ec2.add_volume(8, ZONE, &[]);
         fixture.ec2.script("CreateSnapshot", crate::fake::Scripted::LostAnswer);
         let error = fixture.checked(create(&fixture.ctx(), &volume, "snap-1", &[]));
-        assert!(
-            matches!(&error, Error::Unavailable(m) if m.contains("timed out")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("timed out")), "{error:?}");
         assert_eq!(fixture.ec2.count("CreateSnapshot"), 1);
         // The CO's retry finds the snapshot by its name tag.
         let snapshot = create(&fixture.ctx(), &volume, "snap-1", &[]).unwrap();
@@ -217,16 +197,10 @@ mod tests {
         let other = fixture.ec2.add_volume(8, ZONE, &[]);
         create(&fixture.ctx(), &volume, "snap-1", &[]).unwrap();
         let taken = fixture.checked(create(&fixture.ctx(), &other, "snap-1", &[]));
-        assert!(
-            matches!(&taken, Error::AlreadyExists(m) if m.contains(&volume)),
-            "{taken:?}"
-        );
+        assert!(matches!(&taken, Error::AlreadyExists(m) if m.contains(&volume)), "{taken:?}");
         let parameters = vec![("tier".to_string(), "archive".to_string())];
         let unknown = fixture.checked(create(&fixture.ctx(), &volume, "snap-2", &parameters));
-        assert!(
-            matches!(&unknown, Error::InvalidArgument(m) if m.contains("\"tier\"")),
-            "{unknown:?}"
-        );
+        assert!(matches!(&unknown, Error::InvalidArgument(m) if m.contains("\"tier\"")), "{unknown:?}");
         let unnamed = fixture.checked(create(&fixture.ctx(), &volume, "", &[]));
         assert!(matches!(unnamed, Error::InvalidArgument(_)), "{unnamed:?}");
         for source in ["vol-0123456789abcdef9", "disk-1"] {
@@ -271,9 +245,8 @@ mod tests {
         let fixture = Fixture::new();
         let first = fixture.ec2.add_volume(8, ZONE, &[]);
         let second = fixture.ec2.add_volume(8, ZONE, &[]);
-        let mut of_first: Vec<String> = (0..4)
-            .map(|i| create(&fixture.ctx(), &first, &format!("a-{i}"), &[]).unwrap().id)
-            .collect();
+        let mut of_first: Vec<String> =
+            (0..4).map(|i| create(&fixture.ctx(), &first, &format!("a-{i}"), &[]).unwrap().id).collect();
         of_first.sort();
         let of_second = create(&fixture.ctx(), &second, "b-0", &[]).unwrap().id;
         fixture.ec2.add_snapshot(&first, 8, &[]);
@@ -303,12 +276,9 @@ mod tests {
         assert_eq!(by_id.entries.len(), 1);
         assert_eq!(by_id.entries[0].source_volume_id, second);
         assert!(by_id.next_token.is_empty());
-        for (id, source) in [
-            (of_second.as_str(), first.as_str()),
-            ("snap-0123456789abcdef9", ""),
-            ("snapshot-1", ""),
-            ("", "disk-1"),
-        ] {
+        for (id, source) in
+            [(of_second.as_str(), first.as_str()), ("snap-0123456789abcdef9", ""), ("snapshot-1", ""), ("", "disk-1")]
+        {
             let page = list(&fixture.ctx(), id, source, 0, "").unwrap();
             assert!(page.entries.is_empty() && page.next_token.is_empty(), "{id} {source}");
         }

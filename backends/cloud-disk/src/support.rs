@@ -50,10 +50,7 @@ pub fn info() -> BackendInfo {
 /// Checks every requested access mode (filesystem or block are both fine: the host
 /// formats and mounts).
 pub fn check_capabilities(capabilities: &[VolumeCapability]) -> Result<(), Error> {
-    match capabilities
-        .iter()
-        .find(|capability| !ACCESS_MODES.contains(&capability.access_mode))
-    {
+    match capabilities.iter().find(|capability| !ACCESS_MODES.contains(&capability.access_mode)) {
         Some(capability) => Err(Error::InvalidArgument(format!(
             "access mode {:?} is not supported: an EBS volume is attached to one node at a time",
             capability.access_mode
@@ -96,11 +93,7 @@ mod tests {
                 | Features::BLOCK_VOLUMES
                 | Features::NODE_EXPANSION
         );
-        assert!(
-            !info
-                .features
-                .intersects(Features::NODE_LOCAL | Features::CLONE_VOLUMES)
-        );
+        assert!(!info.features.intersects(Features::NODE_LOCAL | Features::CLONE_VOLUMES));
         assert_eq!(info.topology_keys, ["topology.kubernetes.io/zone"]);
         assert_eq!(info.default_fs_type, "ext4");
         assert_eq!(info.access_modes, ACCESS_MODES);
@@ -109,17 +102,11 @@ mod tests {
     #[test]
     fn single_node_modes_only() {
         let capability = |access_mode| VolumeCapability {
-            access_type: AccessType::Mount(MountAccess {
-                fs_type: "xfs".into(),
-                mount_flags: Vec::new(),
-            }),
+            access_type: AccessType::Mount(MountAccess { fs_type: "xfs".into(), mount_flags: Vec::new() }),
             access_mode,
         };
         check_capabilities(&ACCESS_MODES.map(capability)).unwrap();
-        let block = VolumeCapability {
-            access_type: AccessType::Block,
-            access_mode: AccessMode::SingleNodeWriter,
-        };
+        let block = VolumeCapability { access_type: AccessType::Block, access_mode: AccessMode::SingleNodeWriter };
         check_capabilities(&[block]).unwrap();
         let multi = check_capabilities(&[capability(AccessMode::MultiNodeReaderOnly)]);
         assert!(matches!(multi, Err(Error::InvalidArgument(m)) if m.contains("MultiNodeReaderOnly")));

@@ -33,10 +33,7 @@ mod tests {
 
     fn requirement(preferred: &[&str], requisite: &[&str]) -> TopologyRequirement {
         let segments = |zones: &[&str]| zones.iter().map(|zone| segment(zone)).collect();
-        TopologyRequirement {
-            requisite: segments(requisite),
-            preferred: segments(preferred),
-        }
+        TopologyRequirement { requisite: segments(requisite), preferred: segments(preferred) }
     }
 
     #[test]

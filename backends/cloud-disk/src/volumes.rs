@@ -25,11 +25,8 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
         return Err(Error::InvalidArgument("volume name is empty".into()));
     }
     support::check_capabilities(&request.capabilities)?;
-    let parameters = CreateParameters::parse(
-        &request.parameters,
-        &request.mutable_parameters,
-        ctx.settings.default_volume_type,
-    )?;
+    let parameters =
+        CreateParameters::parse(&request.parameters, &request.mutable_parameters, ctx.settings.default_volume_type)?;
     let snapshot_id = match &request.content_source {
         None => None,
         Some(ContentSource::Snapshot(id)) => Some(id.as_str()),
@@ -114,19 +111,12 @@ pub fn get(ctx: &Ctx, volume_id: &str) -> Result<Volume, Error> {
 pub fn list(ctx: &Ctx, max_entries: u32, starting_token: &str) -> Result<VolumePage, Error> {
     let ec2 = Ec2::connect(ctx)?;
     let (volumes, next_token) = paging::list(max_entries, starting_token, |page| ec2.managed_volumes(page))?;
-    Ok(VolumePage {
-        entries: volumes.iter().map(to_volume).collect(),
-        next_token,
-    })
+    Ok(VolumePage { entries: volumes.iter().map(to_volume).collect(), next_token })
 }
 
 /// The EBS volume `volume_id`, which must exist.
 pub fn require(ec2: &Ec2, volume_id: &str) -> Result<model::Volume, Error> {
-    let volume = if ids::is_volume(volume_id) {
-        ec2.volume(volume_id)?
-    } else {
-        None
-    };
+    let volume = if ids::is_volume(volume_id) { ec2.volume(volume_id)? } else { None };
     volume.ok_or_else(|| Error::NotFound(format!("volume {volume_id:?} does not exist")))
 }
 
@@ -135,21 +125,14 @@ fn named(ec2: &Ec2, name: &str) -> Result<Option<model::Volume>, Error> {
     let mut volumes = ec2.volumes_named(name)?;
     if volumes.len() > 1 {
         let ids: Vec<&str> = volumes.iter().map(|volume| volume.id.as_str()).collect();
-        return Err(Error::Internal(format!(
-            "several volumes carry {NAME_TAG}={name:?}: {}",
-            ids.join(", ")
-        )));
+        return Err(Error::Internal(format!("several volumes carry {NAME_TAG}={name:?}: {}", ids.join(", "))));
     }
     Ok(volumes.pop())
 }
 
 /// The snapshot a volume is restored from, which must exist.
 fn require_snapshot(ec2: &Ec2, snapshot_id: &str) -> Result<model::Snapshot, Error> {
-    let snapshot = if ids::is_snapshot(snapshot_id) {
-        ec2.snapshot(snapshot_id)?
-    } else {
-        None
-    };
+    let snapshot = if ids::is_snapshot(snapshot_id) { ec2.snapshot(snapshot_id)? } else { None };
     snapshot.ok_or_else(|| Error::NotFound(format!("source snapshot {snapshot_id:?} does not exist")))
 }
 
@@ -176,10 +159,9 @@ fn readiness(volume: model::Volume) -> Result<Poll<model::Volume>, Error> {
             "EBS failed to create volume {}: it is in state \"error\"; delete it and retry",
             volume.id
         ))),
-        "deleting" | "deleted" => Err(Error::Aborted(format!(
-            "volume {} is being deleted; retry once it is gone",
-            volume.id
-        ))),
+        "deleting" | "deleted" => {
+            Err(Error::Aborted(format!("volume {} is being deleted; retry once it is gone", volume.id)))
+        }
         state => Ok(Poll::Pending(state.to_owned())),
     }
 }
@@ -210,15 +192,9 @@ mod tests {
     fn request(name: &str, required_bytes: u64) -> CreateVolumeRequest {
         CreateVolumeRequest {
             name: name.into(),
-            capacity: CapacityRange {
-                required_bytes,
-                limit_bytes: 0,
-            },
+            capacity: CapacityRange { required_bytes, limit_bytes: 0 },
             capabilities: vec![VolumeCapability {
-                access_type: AccessType::Mount(MountAccess {
-                    fs_type: "ext4".into(),
-                    mount_flags: Vec::new(),
-                }),
+                access_type: AccessType::Mount(MountAccess { fs_type: "ext4".into(), mount_flags: Vec::new() }),
                 access_mode: AccessMode::SingleNodeWriter,
             }],
             parameters: Vec::new(),
@@ -239,10 +215,7 @@ mod tests {
     #[test]
     fn create_tags_the_volume_and_waits_until_it_is_available() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            creating: 2,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { creating: 2, ..Delays::default() });
         let volume = create(&fixture.ctx(), request("pvc-1", 10 * GIB)).unwrap();
         assert_eq!(volume.capacity_bytes, 10 * GIB);
         assert_eq!(volume.accessible_topology, [topology::segment(ZONE)]);
@@ -251,13 +224,7 @@ mod tests {
         assert_eq!(fixture.ec2.volume(&volume.id).unwrap().state, "available");
         assert_eq!(
             fixture.ec2.actions(),
-            [
-                "DescribeVolumes",
-                "CreateVolume",
-                "DescribeVolumes",
-                "DescribeVolumes",
-                "DescribeVolumes"
-            ]
+            ["DescribeVolumes", "CreateVolume", "DescribeVolumes", "DescribeVolumes", "DescribeVolumes"]
         );
         assert_eq!(fixture.platform.slept.borrow().len(), 3);
 
@@ -292,12 +259,7 @@ mod tests {
         let fixture = Fixture::new();
         let request = with_parameters(
             request("pvc-1", 0),
-            &[
-                ("type", "io2"),
-                ("iops", "500"),
-                ("encrypted", "true"),
-                ("kmsKeyId", "alias/csi"),
-            ],
+            &[("type", "io2"), ("iops", "500"), ("encrypted", "true"), ("kmsKeyId", "alias/csi")],
         );
         let volume = create(&fixture.ctx(), request).unwrap();
         assert_eq!(volume.capacity_bytes, 4 * GIB);
@@ -333,16 +295,11 @@ mod tests {
         let snapshot = fixture.ec2.add_snapshot(&volume.id, 1, &[]);
         let mut from_snapshot = request("pvc-1", 10 * GIB);
         from_snapshot.content_source = Some(ContentSource::Snapshot(snapshot));
-        for other in [
-            request("pvc-1", 20 * GIB),
-            with_parameters(request("pvc-1", 10 * GIB), &[("type", "gp2")]),
-            from_snapshot,
-        ] {
+        for other in
+            [request("pvc-1", 20 * GIB), with_parameters(request("pvc-1", 10 * GIB), &[("type", "gp2")]), from_snapshot]
+        {
             let error = fixture.checked(create(&fixture.ctx(), other));
-            assert!(
-                matches!(&error, Error::AlreadyExists(m) if m.contains(&volume.id)),
-                "{error:?}"
-            );
+            assert!(matches!(&error, Error::AlreadyExists(m) if m.contains(&volume.id)), "{error:?}");
         }
         assert_eq!(fixture.ec2.count("CreateVolume"), 1);
     }
@@ -373,20 +330,14 @@ mod tests {
         fixture.ec2.edit_volume(&volume.id, |v| v.tags.clear());
         assert_eq!(create(&fixture.ctx(), request("pvc-1", GIB)).unwrap(), volume);
         let error = fixture.checked(create(&fixture.ctx(), request("pvc-1", 2 * GIB)));
-        assert!(
-            matches!(&error, Error::AlreadyExists(m) if m.contains("IdempotentParameterMismatch")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::AlreadyExists(m) if m.contains("IdempotentParameterMismatch")), "{error:?}");
         assert_eq!(fixture.ec2.volumes().len(), 1);
     }
 
     #[test]
     fn an_exhausted_budget_is_unavailable_and_the_retry_completes() {
         let fixture = Fixture::new();
-        fixture.ec2.set_delays(Delays {
-            creating: 1000,
-            ..Delays::default()
-        });
+        fixture.ec2.set_delays(Delays { creating: 1000, ..Delays::default() });
         let error = fixture.checked(create(&fixture.ctx(), request("pvc-1", GIB)));
         let Error::Unavailable(message) = &error else {
             panic!("expected unavailable, got {error:?}");
@@ -419,13 +370,7 @@ mod tests {
                 "DescribeVolumes"
             ]
         );
-        let warnings = fixture
-            .platform
-            .logs
-            .borrow()
-            .iter()
-            .filter(|l| l.starts_with("WARN"))
-            .count();
+        let warnings = fixture.platform.logs.borrow().iter().filter(|l| l.starts_with("WARN")).count();
         assert_eq!(warnings, 3);
         for log in fixture.platform.logs.borrow().iter() {
             crate::fake::assert_no_credentials(log);
@@ -439,10 +384,7 @@ mod tests {
             fixture.ec2.script("DescribeVolumes", Scripted::throttle());
         }
         let error = fixture.checked(create(&fixture.ctx(), request("pvc-1", GIB)));
-        assert!(
-            matches!(&error, Error::Unavailable(m) if m.contains("RequestLimitExceeded")),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("RequestLimitExceeded")), "{error:?}");
         assert_eq!(fixture.ec2.count("DescribeVolumes"), 5);
     }
 
@@ -456,10 +398,8 @@ mod tests {
         let mut multi_node = request("pvc-1", GIB);
         multi_node.capabilities[0].access_mode = AccessMode::MultiNodeMultiWriter;
         let mut bad_zone = request("pvc-1", GIB);
-        bad_zone.accessibility = Some(TopologyRequirement {
-            requisite: Vec::new(),
-            preferred: vec![topology::segment("mars-1a")],
-        });
+        bad_zone.accessibility =
+            Some(TopologyRequirement { requisite: Vec::new(), preferred: vec![topology::segment("mars-1a")] });
         for bad in [
             request("", GIB),
             no_zone,
@@ -481,11 +421,7 @@ mod tests {
         malformed_snapshot.content_source = Some(ContentSource::Snapshot("../etc".into()));
         let error = fixture.checked(create(&fixture.ctx(), malformed_snapshot));
         assert!(matches!(error, Error::NotFound(_)), "{error:?}");
-        assert_eq!(
-            fixture.ec2.count("CreateVolume"),
-            1,
-            "only the bad zone reached CreateVolume"
-        );
+        assert_eq!(fixture.ec2.count("CreateVolume"), 1, "only the bad zone reached CreateVolume");
     }
 
     #[test]
@@ -494,10 +430,7 @@ mod tests {
         let volume = create(&fixture.ctx(), request("pvc-1", GIB)).unwrap();
         fixture.ec2.edit_volume(&volume.id, |v| v.state = "error".into());
         let error = fixture.checked(create(&fixture.ctx(), request("pvc-1", GIB)));
-        assert!(
-            matches!(&error, Error::Internal(m) if m.contains(&volume.id)),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::Internal(m) if m.contains(&volume.id)), "{error:?}");
     }
 
     #[test]
@@ -510,10 +443,7 @@ mod tests {
         assert_eq!(volume.capacity_bytes, 8 * GIB);
         assert_eq!(volume.content_source, Some(ContentSource::Snapshot(snapshot.clone())));
         let form = fixture.ec2.last("CreateVolume");
-        assert_eq!(
-            (form["Size"].as_str(), form["SnapshotId"].as_str()),
-            ("8", snapshot.as_str())
-        );
+        assert_eq!((form["Size"].as_str(), form["SnapshotId"].as_str()), ("8", snapshot.as_str()));
     }
 
     #[test]
@@ -524,14 +454,9 @@ mod tests {
         assert_eq!(find(&fixture.ctx(), "pvc-1").unwrap(), Some(volume.clone()));
         assert_eq!(get(&fixture.ctx(), &volume.id).unwrap(), volume);
 
-        fixture
-            .ec2
-            .attach_outside(&volume.id, crate::fake::OTHER_NODE, "/dev/xvdba", "attached");
+        fixture.ec2.attach_outside(&volume.id, crate::fake::OTHER_NODE, "/dev/xvdba", "attached");
         let in_use = fixture.checked(delete(&fixture.ctx(), &volume.id));
-        assert!(
-            matches!(&in_use, Error::FailedPrecondition(m) if m.contains("VolumeInUse")),
-            "{in_use:?}"
-        );
+        assert!(matches!(&in_use, Error::FailedPrecondition(m) if m.contains("VolumeInUse")), "{in_use:?}");
         fixture.ec2.edit_volume(&volume.id, |v| v.attachments.clear());
 
         delete(&fixture.ctx(), &volume.id).unwrap();
@@ -551,9 +476,8 @@ mod tests {
     #[test]
     fn list_pages_through_tagged_volumes_only() {
         let fixture = Fixture::new();
-        let mut ids: Vec<String> = (0..7)
-            .map(|i| create(&fixture.ctx(), request(&format!("pvc-{i}"), GIB)).unwrap().id)
-            .collect();
+        let mut ids: Vec<String> =
+            (0..7).map(|i| create(&fixture.ctx(), request(&format!("pvc-{i}"), GIB)).unwrap().id).collect();
         ids.sort();
         fixture.ec2.add_volume(1, ZONE, &[("Name", "not ours")]);
 
@@ -572,10 +496,7 @@ mod tests {
             assert_eq!(seen, ids, "max_entries {max_entries}");
         }
         let form = fixture.ec2.last("DescribeVolumes");
-        assert_eq!(
-            (form["Filter.1.Name"].as_str(), form["Filter.1.Value.1"].as_str()),
-            ("tag-key", "CSIVolumeName")
-        );
+        assert_eq!((form["Filter.1.Name"].as_str(), form["Filter.1.Value.1"].as_str()), ("tag-key", "CSIVolumeName"));
 
         let foreign = fixture.checked(list(&fixture.ctx(), 1, "garbage"));
         assert!(matches!(foreign, Error::Aborted(_)), "{foreign:?}");

@@ -60,11 +60,7 @@ mod tests {
         let polls = Cell::new(0);
         let value = until(&ctx, "the thing", "creating", || {
             polls.set(polls.get() + 1);
-            Ok(if polls.get() == 4 {
-                Poll::Ready("done")
-            } else {
-                Poll::Pending("creating".into())
-            })
+            Ok(if polls.get() == 4 { Poll::Ready("done") } else { Poll::Pending("creating".into()) })
         });
         assert_eq!(value.unwrap(), "done");
         assert_eq!(platform.slept.borrow().len(), 4);
@@ -75,16 +71,12 @@ mod tests {
         let platform = FakePlatform::new();
         let ec2 = FakeEc2::new();
         let ctx = ctx_with(&platform, &ec2, Settings::for_tests());
-        let result: Result<(), Error> = until(&ctx, "volume vol-1 to become available", "creating", || {
-            Ok(Poll::Pending("still-creating".into()))
-        });
+        let result: Result<(), Error> =
+            until(&ctx, "volume vol-1 to become available", "creating", || Ok(Poll::Pending("still-creating".into())));
         let Err(Error::Unavailable(message)) = result else {
             panic!("expected unavailable, got {result:?}");
         };
-        assert_eq!(
-            message,
-            "waited 45000 ms for volume vol-1 to become available; it is still still-creating: retry"
-        );
+        assert_eq!(message, "waited 45000 ms for volume vol-1 to become available; it is still still-creating: retry");
         assert!(platform.total_slept() <= Duration::from_secs(45));
         assert!(platform.total_slept() >= Duration::from_secs(35));
     }

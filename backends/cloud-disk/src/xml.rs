@@ -17,8 +17,7 @@ pub fn parse(body: &str) -> Result<Document<'_>, String> {
 
 /// The first child element called `name`.
 pub fn child<'a, 'input>(node: Node<'a, 'input>, name: &str) -> Option<Node<'a, 'input>> {
-    node.children()
-        .find(|child| child.is_element() && child.tag_name().name() == name)
+    node.children().find(|child| child.is_element() && child.tag_name().name() == name)
 }
 
 /// The `item` elements of the child list `set`; none when the list is absent.
@@ -31,10 +30,7 @@ pub fn items<'a, 'input>(node: Node<'a, 'input>, set: &str) -> impl Iterator<Ite
 
 /// The trimmed text of the child `name`; `None` when it is absent or empty (`<snapshotId/>`).
 pub fn text<'a>(node: Node<'a, '_>, name: &str) -> Option<&'a str> {
-    child(node, name)
-        .and_then(|child| child.text())
-        .map(str::trim)
-        .filter(|text| !text.is_empty())
+    child(node, name).and_then(|child| child.text()).map(str::trim).filter(|text| !text.is_empty())
 }
 
 /// Like [`text`], for a child every well-formed response has.
@@ -46,8 +42,7 @@ pub fn required<'a>(node: Node<'a, '_>, name: &str) -> Result<&'a str, String> {
 pub fn parsed<T: FromStr>(node: Node<'_, '_>, name: &str) -> Result<Option<T>, String> {
     text(node, name)
         .map(|text| {
-            text.parse()
-                .map_err(|_| format!("<{name}> of <{}> is not valid: {text:?}", node.tag_name().name()))
+            text.parse().map_err(|_| format!("<{name}> of <{}> is not valid: {text:?}", node.tag_name().name()))
         })
         .transpose()
 }
@@ -87,9 +82,7 @@ mod tests {
     #[test]
     fn items_are_direct_children_only() {
         let doc = parse(DOC).unwrap();
-        let values: Vec<_> = items(doc.root_element(), "outerSet")
-            .map(|item| text(item, "v").unwrap())
-            .collect();
+        let values: Vec<_> = items(doc.root_element(), "outerSet").map(|item| text(item, "v").unwrap()).collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(items(doc.root_element(), "noSet").count(), 0);
     }

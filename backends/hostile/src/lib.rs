@@ -10,8 +10,8 @@ wit_bindgen::generate!({ path: "../../wit", world: "backend-component" });
 
 use csi::backend::host;
 use csi::backend::types::{
-    BackendInfo, Capacity, CapacityRange, Device, Error, Expansion, Features, Params, Snapshot,
-    SnapshotPage, Topology, Volume, VolumeCapability, VolumePage,
+    BackendInfo, Capacity, CapacityRange, Device, Error, Expansion, Features, Params, Snapshot, SnapshotPage, Topology,
+    Volume, VolumeCapability, VolumePage,
 };
 use exports::csi::backend::backend::{CreateVolumeRequest, Guest};
 

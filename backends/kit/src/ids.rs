@@ -28,19 +28,13 @@ pub struct Id<K> {
 impl<K: Kind> Id<K> {
     /// The id a CSI name maps to; the same name always gives the same id.
     pub fn for_name(kind: K, name: &str) -> Id<K> {
-        Id {
-            text: format!("{}{}", kind.prefix(), name_hash(name)),
-            kind,
-        }
+        Id { text: format!("{}{}", kind.prefix(), name_hash(name)), kind }
     }
 
     /// `text` as an id of `kind`, or `None` when it does not have the exact shape.
     pub fn parse(kind: K, text: &str) -> Option<Id<K>> {
         let hash = text.strip_prefix(kind.prefix())?;
-        is_name_hash(hash).then(|| Id {
-            text: text.to_owned(),
-            kind,
-        })
+        is_name_hash(hash).then(|| Id { text: text.to_owned(), kind })
     }
 
     pub fn kind(&self) -> K {
@@ -91,18 +85,9 @@ pub mod tests {
     fn id_is_prefix_and_truncated_sha256() {
         // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
         assert_eq!(name_hash("abc"), "ba7816bf8f01cfea414140de5dae2223");
-        assert_eq!(
-            Id::for_name(TestKind::Snapshot, "abc").as_str(),
-            "snap-ba7816bf8f01cfea414140de5dae2223"
-        );
-        assert_eq!(
-            Id::for_name(TestKind::Volume, "pvc-1"),
-            Id::for_name(TestKind::Volume, "pvc-1")
-        );
-        assert_ne!(
-            Id::for_name(TestKind::Volume, "pvc-1"),
-            Id::for_name(TestKind::Volume, "pvc-2")
-        );
+        assert_eq!(Id::for_name(TestKind::Snapshot, "abc").as_str(), "snap-ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(Id::for_name(TestKind::Volume, "pvc-1"), Id::for_name(TestKind::Volume, "pvc-1"));
+        assert_ne!(Id::for_name(TestKind::Volume, "pvc-1"), Id::for_name(TestKind::Volume, "pvc-2"));
     }
 
     #[test]

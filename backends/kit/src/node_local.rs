@@ -93,10 +93,7 @@ mod tests {
 
     #[test]
     fn single_node_modes_and_known_filesystems_pass() {
-        let block = VolumeCapability {
-            access_type: AccessType::Block,
-            access_mode: AccessMode::SingleNodeMultiWriter,
-        };
+        let block = VolumeCapability { access_type: AccessType::Block, access_mode: AccessMode::SingleNodeMultiWriter };
         check_capabilities(&[
             mount("", AccessMode::SingleNodeWriter),
             mount("xfs", AccessMode::SingleNodeReaderOnly),
@@ -109,15 +106,10 @@ mod tests {
 
     #[test]
     fn multi_node_modes_and_other_filesystems_fail() {
-        for mode in [
-            AccessMode::MultiNodeReaderOnly,
-            AccessMode::MultiNodeSingleWriter,
-            AccessMode::MultiNodeMultiWriter,
-        ] {
-            assert!(matches!(
-                check_capabilities(&[mount("ext4", mode)]),
-                Err(Error::InvalidArgument(_))
-            ));
+        for mode in
+            [AccessMode::MultiNodeReaderOnly, AccessMode::MultiNodeSingleWriter, AccessMode::MultiNodeMultiWriter]
+        {
+            assert!(matches!(check_capabilities(&[mount("ext4", mode)]), Err(Error::InvalidArgument(_))));
         }
         let err = check_capabilities(&[
             mount("ext4", AccessMode::SingleNodeWriter),

@@ -52,9 +52,7 @@ mod tests {
     type TestId = Id<TestKind>;
 
     fn ids(count: usize) -> Vec<TestId> {
-        let mut ids: Vec<TestId> = (0..count)
-            .map(|i| Id::for_name(TestKind::Volume, &format!("pvc-{i}")))
-            .collect();
+        let mut ids: Vec<TestId> = (0..count).map(|i| Id::for_name(TestKind::Volume, &format!("pvc-{i}"))).collect();
         ids.sort();
         ids
     }
@@ -64,10 +62,8 @@ mod tests {
         let mut token = String::new();
         loop {
             let start = parse_token(TestKind::Volume, &token).unwrap();
-            let (entries, next) = page(ids, max_entries, start.as_ref(), |id| {
-                Ok((!skip(id)).then(|| id.clone()))
-            })
-            .unwrap();
+            let (entries, next) =
+                page(ids, max_entries, start.as_ref(), |id| Ok((!skip(id)).then(|| id.clone()))).unwrap();
             assert!(max_entries == 0 || entries.len() <= max_entries as usize);
             seen.extend(entries);
             if next.is_empty() {
@@ -113,16 +109,10 @@ mod tests {
     #[test]
     fn foreign_tokens_are_aborted() {
         assert_eq!(parse_token(TestKind::Volume, "").unwrap(), None);
-        for token in [
-            "1",
-            "snap-0123456789abcdef0123456789abcdef",
-            "vol-xyz",
-            "../vol-0123456789abcdef0123456789abcdef",
-        ] {
-            assert!(
-                matches!(parse_token(TestKind::Volume, token), Err(Error::Aborted(_))),
-                "{token:?}"
-            );
+        for token in
+            ["1", "snap-0123456789abcdef0123456789abcdef", "vol-xyz", "../vol-0123456789abcdef0123456789abcdef"]
+        {
+            assert!(matches!(parse_token(TestKind::Volume, token), Err(Error::Aborted(_))), "{token:?}");
         }
     }
 

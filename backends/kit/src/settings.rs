@@ -7,9 +7,7 @@ use crate::types::Error;
 /// Stores the value of `key`, which must not have been given before.
 pub fn set_once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), Error> {
     match slot.replace(value) {
-        Some(_) => Err(Error::InvalidArgument(format!(
-            "setting {key:?} is given more than once"
-        ))),
+        Some(_) => Err(Error::InvalidArgument(format!("setting {key:?} is given more than once"))),
         None => Ok(()),
     }
 }
@@ -21,11 +19,10 @@ pub fn unknown(key: &str, known: &[&str]) -> Error {
 
 /// A whole number of bytes (surrounding blanks allowed).
 pub fn parse_bytes(key: &str, value: &str) -> Result<u64, Error> {
-    value.trim().parse().map_err(|_| {
-        Error::InvalidArgument(format!(
-            "setting {key:?} must be a whole number of bytes, got {value:?}"
-        ))
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("setting {key:?} must be a whole number of bytes, got {value:?}")))
 }
 
 #[cfg(test)]

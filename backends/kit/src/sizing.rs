@@ -20,11 +20,7 @@ pub const DEFAULT_SIZE: u64 = 1 << 30;
 
 /// The capacity for volumes a backend cannot provide at all (unsupported capabilities or
 /// parameters): CSI asks for the capacity "for volumes that satisfy" them.
-pub const NO_CAPACITY: Capacity = Capacity {
-    available_bytes: 0,
-    maximum_volume_size: 0,
-    minimum_volume_size: 0,
-};
+pub const NO_CAPACITY: Capacity = Capacity { available_bytes: 0, maximum_volume_size: 0, minimum_volume_size: 0 };
 
 /// Rejects a range whose limit is below its required size.
 pub fn check_range(range: &CapacityRange) -> Result<(), Error> {
@@ -156,17 +152,11 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn range(required_bytes: u64, limit_bytes: u64) -> CapacityRange {
-        CapacityRange {
-            required_bytes,
-            limit_bytes,
-        }
+        CapacityRange { required_bytes, limit_bytes }
     }
 
     fn sizing(max_volume_size: Option<u64>) -> Sizing {
-        Sizing {
-            granule: GRANULE,
-            max_volume_size,
-        }
+        Sizing { granule: GRANULE, max_volume_size }
     }
 
     fn is_out_of_range<T: std::fmt::Debug>(result: Result<T, Error>) -> bool {
@@ -180,27 +170,16 @@ mod tests {
 
     #[test]
     fn default_shrinks_to_the_bounds() {
-        assert_eq!(
-            sizing(None).new_volume_size(&range(0, 100 * MIB + 1), 0).unwrap(),
-            100 * MIB
-        );
-        assert_eq!(
-            sizing(Some(10 * MIB + 5)).new_volume_size(&range(0, 0), 0).unwrap(),
-            10 * MIB
-        );
-        assert_eq!(
-            sizing(Some(3 * GIB)).new_volume_size(&range(0, 2 * GIB), 0).unwrap(),
-            DEFAULT_SIZE
-        );
+        assert_eq!(sizing(None).new_volume_size(&range(0, 100 * MIB + 1), 0).unwrap(), 100 * MIB);
+        assert_eq!(sizing(Some(10 * MIB + 5)).new_volume_size(&range(0, 0), 0).unwrap(), 10 * MIB);
+        assert_eq!(sizing(Some(3 * GIB)).new_volume_size(&range(0, 2 * GIB), 0).unwrap(), DEFAULT_SIZE);
         assert!(is_out_of_range(sizing(None).new_volume_size(&range(0, GRANULE - 1), 0)));
     }
 
     #[test]
     fn default_grows_to_the_source() {
         assert_eq!(sizing(None).new_volume_size(&range(0, 0), 5 * GIB).unwrap(), 5 * GIB);
-        assert!(is_out_of_range(
-            sizing(None).new_volume_size(&range(0, 2 * GIB), 5 * GIB)
-        ));
+        assert!(is_out_of_range(sizing(None).new_volume_size(&range(0, 2 * GIB), 5 * GIB)));
     }
 
     #[test]
@@ -208,20 +187,14 @@ mod tests {
         let unbounded = sizing(None);
         assert_eq!(unbounded.new_volume_size(&range(1, 0), 0).unwrap(), GRANULE);
         assert_eq!(unbounded.new_volume_size(&range(GRANULE, 0), 0).unwrap(), GRANULE);
-        assert_eq!(
-            unbounded.new_volume_size(&range(GRANULE + 1, 0), 0).unwrap(),
-            2 * GRANULE
-        );
+        assert_eq!(unbounded.new_volume_size(&range(GRANULE + 1, 0), 0).unwrap(), 2 * GRANULE);
         assert_eq!(unbounded.new_volume_size(&range(GIB, GIB), 0).unwrap(), GIB);
         assert_eq!(unbounded.new_volume_size(&range(GIB - 10, GIB + 10), 0).unwrap(), GIB);
     }
 
     #[test]
     fn any_granule_works() {
-        let extents = Sizing {
-            granule: 4 * MIB,
-            max_volume_size: None,
-        };
+        let extents = Sizing { granule: 4 * MIB, max_volume_size: None };
         assert_eq!(extents.new_volume_size(&range(1, 0), 0).unwrap(), 4 * MIB);
         assert_eq!(extents.new_volume_size(&range(0, 10 * MIB), 0).unwrap(), 8 * MIB);
         assert!(is_out_of_range(extents.new_volume_size(&range(5 * MIB, 7 * MIB), 0)));
@@ -232,24 +205,17 @@ mod tests {
 
     #[test]
     fn rounding_never_passes_the_limit() {
-        assert!(is_out_of_range(
-            sizing(None).new_volume_size(&range(GRANULE + 1, GRANULE + 100), 0)
-        ));
+        assert!(is_out_of_range(sizing(None).new_volume_size(&range(GRANULE + 1, GRANULE + 100), 0)));
         assert!(is_out_of_range(sizing(None).new_volume_size(&range(u64::MAX, 0), 0)));
     }
 
     #[test]
     fn bounds_are_enforced() {
         assert!(is_out_of_range(sizing(None).new_volume_size(&range(2 * MIB, MIB), 0)));
-        assert!(is_out_of_range(
-            sizing(Some(GIB)).new_volume_size(&range(2 * GIB, 0), 0)
-        ));
+        assert!(is_out_of_range(sizing(Some(GIB)).new_volume_size(&range(2 * GIB, 0), 0)));
         assert_eq!(sizing(Some(GIB)).new_volume_size(&range(GIB, 0), 0).unwrap(), GIB);
         assert!(is_out_of_range(sizing(None).new_volume_size(&range(MIB, 0), 2 * MIB)));
-        assert_eq!(
-            sizing(None).new_volume_size(&range(2 * MIB, 0), 2 * MIB).unwrap(),
-            2 * MIB
-        );
+        assert_eq!(sizing(None).new_volume_size(&range(2 * MIB, 0), 2 * MIB).unwrap(), 2 * MIB);
     }
 
     #[test]
@@ -267,16 +233,11 @@ mod tests {
         assert_eq!(unbounded.expanded_size(GIB, &range(2 * GIB, 0)).unwrap(), 2 * GIB);
         assert_eq!(unbounded.expanded_size(GIB, &range(GIB + 1, 0)).unwrap(), GIB + GRANULE);
         assert_eq!(unbounded.expanded_size(2 * GIB, &range(GIB, 0)).unwrap(), 2 * GIB);
-        assert_eq!(
-            unbounded.expanded_size(2 * GIB, &range(2 * GIB, 2 * GIB)).unwrap(),
-            2 * GIB
-        );
+        assert_eq!(unbounded.expanded_size(2 * GIB, &range(2 * GIB, 2 * GIB)).unwrap(), 2 * GIB);
         assert!(is_out_of_range(unbounded.expanded_size(2 * GIB, &range(GIB, GIB))));
         assert!(is_out_of_range(unbounded.expanded_size(GIB, &range(3 * GIB, 2 * GIB))));
         assert!(is_out_of_range(unbounded.expanded_size(GIB, &range(GIB + 1, GIB + 2))));
-        assert!(is_out_of_range(
-            sizing(Some(2 * GIB)).expanded_size(GIB, &range(3 * GIB, 0))
-        ));
+        assert!(is_out_of_range(sizing(Some(2 * GIB)).expanded_size(GIB, &range(3 * GIB, 0))));
     }
 
     #[test]

@@ -37,11 +37,7 @@ pub struct Ctx<'p> {
 impl<'p> Ctx<'p> {
     pub fn new(settings: Settings, platform: &'p dyn Platform) -> Ctx<'p> {
         let layout = Layout::new(settings.directory.clone());
-        Ctx {
-            settings,
-            layout,
-            platform,
-        }
+        Ctx { settings, layout, platform }
     }
 
     /// Bytes new volumes may take now: free space less the configured reserve.
@@ -52,10 +48,7 @@ impl<'p> Ctx<'p> {
 
     /// How sizes are rounded and bounded: whole [`GRANULE`]s up to `max-volume-size`.
     pub fn sizing(&self) -> Sizing {
-        Sizing {
-            granule: GRANULE,
-            max_volume_size: self.settings.max_volume_size,
-        }
+        Sizing { granule: GRANULE, max_volume_size: self.settings.max_volume_size }
     }
 }
 
@@ -107,10 +100,7 @@ pub mod fake {
         pub fn new() -> Fixture {
             Fixture {
                 dir: tempfile::tempdir().expect("create a temporary directory"),
-                platform: FakePlatform {
-                    free: Cell::new(1 << 40),
-                    logs: RefCell::new(Vec::new()),
-                },
+                platform: FakePlatform { free: Cell::new(1 << 40), logs: RefCell::new(Vec::new()) },
             }
         }
 
@@ -119,11 +109,7 @@ pub mod fake {
         }
 
         pub fn ctx_with(&self, max_volume_size: Option<u64>, reserve: u64) -> Ctx<'_> {
-            let settings = Settings {
-                directory: self.dir.path().to_owned(),
-                max_volume_size,
-                reserve,
-            };
+            let settings = Settings { directory: self.dir.path().to_owned(), max_volume_size, reserve };
             Ctx::new(settings, &self.platform)
         }
     }

@@ -102,10 +102,7 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"first");
         write_atomic(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["meta.json"]);
     }
 
@@ -113,10 +110,7 @@ mod tests {
     fn write_atomic_into_a_missing_directory_is_internal() {
         let dir = tempfile::tempdir().unwrap();
         let err = write_atomic(&dir.path().join("gone/meta.json"), b"x").unwrap_err();
-        assert!(
-            matches!(&err, Error::Internal(m) if m.contains("gone/meta.json.tmp")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Internal(m) if m.contains("gone/meta.json.tmp")), "{err:?}");
     }
 
     #[test]
@@ -137,10 +131,7 @@ mod tests {
         let content = fs::read(&path).unwrap();
         assert_eq!(content.len(), 4096);
         assert_eq!(&content[..5], b"data\0");
-        assert!(matches!(
-            resize_file(&dir.path().join("missing"), 10),
-            Err(Error::Internal(_))
-        ));
+        assert!(matches!(resize_file(&dir.path().join("missing"), 10), Err(Error::Internal(_))));
     }
 
     #[test]

@@ -38,14 +38,8 @@ mod tests {
     #[test]
     fn id_is_prefix_and_truncated_sha256() {
         // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        assert_eq!(
-            Id::for_name(Kind::Volume, "abc").as_str(),
-            "v-ba7816bf8f01cfea414140de5dae2223"
-        );
-        assert_eq!(
-            Id::for_name(Kind::Snapshot, "abc").as_str(),
-            "s-ba7816bf8f01cfea414140de5dae2223"
-        );
+        assert_eq!(Id::for_name(Kind::Volume, "abc").as_str(), "v-ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(Id::for_name(Kind::Snapshot, "abc").as_str(), "s-ba7816bf8f01cfea414140de5dae2223");
     }
 
     #[test]

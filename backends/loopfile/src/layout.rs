@@ -82,31 +82,16 @@ mod tests {
         assert_eq!(layout.root(), Path::new("/data"));
         assert_eq!(layout.kind_dir(Kind::Volume), Path::new("/data/volumes"));
         assert_eq!(layout.kind_dir(Kind::Snapshot), Path::new("/data/snapshots"));
-        assert_eq!(
-            layout.image(&volume),
-            Path::new("/data/volumes/v-ba7816bf8f01cfea414140de5dae2223/disk.img")
-        );
-        assert_eq!(
-            layout.meta(&snapshot),
-            Path::new("/data/snapshots/s-ba7816bf8f01cfea414140de5dae2223/meta.json")
-        );
-        assert_eq!(
-            layout.trash_entry(&volume),
-            Path::new("/data/trash/v-ba7816bf8f01cfea414140de5dae2223")
-        );
+        assert_eq!(layout.image(&volume), Path::new("/data/volumes/v-ba7816bf8f01cfea414140de5dae2223/disk.img"));
+        assert_eq!(layout.meta(&snapshot), Path::new("/data/snapshots/s-ba7816bf8f01cfea414140de5dae2223/meta.json"));
+        assert_eq!(layout.trash_entry(&volume), Path::new("/data/trash/v-ba7816bf8f01cfea414140de5dae2223"));
     }
 
     #[test]
     fn trailing_slash_in_the_directory_is_harmless() {
         let layout = Layout::new(PathBuf::from("/data/"));
         let volume = Id::for_name(Kind::Volume, "abc");
-        assert_eq!(
-            layout.image(&volume),
-            Path::new("/data/volumes/v-ba7816bf8f01cfea414140de5dae2223/disk.img")
-        );
-        assert_eq!(
-            layout.image(&volume).to_str(),
-            Some("/data/volumes/v-ba7816bf8f01cfea414140de5dae2223/disk.img")
-        );
+        assert_eq!(layout.image(&volume), Path::new("/data/volumes/v-ba7816bf8f01cfea414140de5dae2223/disk.img"));
+        assert_eq!(layout.image(&volume).to_str(), Some("/data/volumes/v-ba7816bf8f01cfea414140de5dae2223/disk.img"));
     }
 }

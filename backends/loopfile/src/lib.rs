@@ -90,9 +90,7 @@ impl Guest for Loopfile {
     }
 
     fn modify_volume(_volume_id: String, _mutable_parameters: Params) -> Result<(), Error> {
-        Err(Error::Unimplemented(
-            "loopfile volumes have no mutable parameters".into(),
-        ))
+        Err(Error::Unimplemented("loopfile volumes have no mutable parameters".into()))
     }
 
     fn create_snapshot(source_volume_id: String, name: String, parameters: Params) -> Result<Snapshot, Error> {
@@ -123,15 +121,11 @@ impl Guest for Loopfile {
         _readonly: bool,
         _volume_context: Params,
     ) -> Result<Params, Error> {
-        Err(Error::Unimplemented(
-            "loopfile volumes are node-local: there is nothing to attach".into(),
-        ))
+        Err(Error::Unimplemented("loopfile volumes are node-local: there is nothing to attach".into()))
     }
 
     fn controller_unpublish(_volume_id: String, _node_id: String) -> Result<(), Error> {
-        Err(Error::Unimplemented(
-            "loopfile volumes are node-local: there is nothing to detach".into(),
-        ))
+        Err(Error::Unimplemented("loopfile volumes are node-local: there is nothing to detach".into()))
     }
 
     fn node_device(volume_id: String, _volume_context: Params, _publish_context: Params) -> Result<Device, Error> {

@@ -90,9 +90,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T, Error
 
 /// Now, in seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]
@@ -146,18 +144,12 @@ mod tests {
     #[test]
     fn corrupt_metadata_is_internal_and_names_the_file() {
         let err = decode::<VolumeMeta>(b"{\"name\":", Path::new("/data/volumes/v-x/meta.json")).unwrap_err();
-        assert!(
-            matches!(&err, Error::Internal(m) if m.contains("/data/volumes/v-x/meta.json")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Internal(m) if m.contains("/data/volumes/v-x/meta.json")), "{err:?}");
     }
 
     #[test]
     fn content_source_converts_both_ways() {
-        for source in [
-            ContentSource::Snapshot("s-1".into()),
-            ContentSource::Volume("v-1".into()),
-        ] {
+        for source in [ContentSource::Snapshot("s-1".into()), ContentSource::Volume("v-1".into())] {
             assert_eq!(ContentSource::from(&Source::from(&source)), source);
         }
     }

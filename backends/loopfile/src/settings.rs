@@ -48,9 +48,7 @@ impl Settings {
 
 fn parse_directory(value: &str) -> Result<PathBuf, Error> {
     if !value.starts_with('/') {
-        return Err(Error::InvalidArgument(format!(
-            "setting {DIRECTORY:?} must be an absolute path, got {value:?}"
-        )));
+        return Err(Error::InvalidArgument(format!("setting {DIRECTORY:?} must be an absolute path, got {value:?}")));
     }
     Ok(PathBuf::from(value))
 }
@@ -83,14 +81,7 @@ mod tests {
     #[test]
     fn defaults() {
         let settings = Settings::parse(&[]).unwrap();
-        assert_eq!(
-            settings,
-            Settings {
-                directory: PathBuf::from("/data"),
-                max_volume_size: None,
-                reserve: 0
-            }
-        );
+        assert_eq!(settings, Settings { directory: PathBuf::from("/data"), max_volume_size: None, reserve: 0 });
     }
 
     #[test]
@@ -103,11 +94,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             settings,
-            Settings {
-                directory: PathBuf::from("/volumes/fast"),
-                max_volume_size: Some(1 << 30),
-                reserve: 4096
-            }
+            Settings { directory: PathBuf::from("/volumes/fast"), max_volume_size: Some(1 << 30), reserve: 4096 }
         );
     }
 

@@ -44,10 +44,7 @@ pub fn create(
         creation_time: meta::unix_now(),
     };
     store::create(ctx, &id, Some(&source), meta.size_bytes, &meta)?;
-    ctx.platform.info(&format!(
-        "created snapshot {name:?} ({id}, {} bytes) of {source}",
-        meta.size_bytes
-    ));
+    ctx.platform.info(&format!("created snapshot {name:?} ({id}, {} bytes) of {source}", meta.size_bytes));
     Ok(to_snapshot(&id, &meta))
 }
 
@@ -113,10 +110,7 @@ mod tests {
     fn volume(ctx: &Ctx, name: &str) -> Volume {
         let request = CreateVolumeRequest {
             name: name.into(),
-            capacity: CapacityRange {
-                required_bytes: 1 << 20,
-                limit_bytes: 0,
-            },
+            capacity: CapacityRange { required_bytes: 1 << 20, limit_bytes: 0 },
             capabilities: Vec::new(),
             parameters: Vec::new(),
             mutable_parameters: Vec::new(),
@@ -139,16 +133,10 @@ mod tests {
         assert!(snapshot.ready_to_use);
         assert!(snapshot.creation_time > 0);
         let id = Id::parse(Kind::Snapshot, &snapshot.id).unwrap();
-        assert_eq!(
-            std::fs::metadata(ctx.layout.image(&id)).unwrap().len(),
-            source.capacity_bytes
-        );
+        assert_eq!(std::fs::metadata(ctx.layout.image(&id)).unwrap().len(), source.capacity_bytes);
 
         assert_eq!(create(&ctx, &source.id, "snap-1", &[]).unwrap(), snapshot);
-        assert!(matches!(
-            create(&ctx, &other.id, "snap-1", &[]),
-            Err(Error::AlreadyExists(_))
-        ));
+        assert!(matches!(create(&ctx, &other.id, "snap-1", &[]), Err(Error::AlreadyExists(_))));
         // A retry after the source volume is gone still finds the snapshot it made.
         volumes::delete(&ctx, &source.id).unwrap();
         assert_eq!(create(&ctx, &source.id, "snap-1", &[]).unwrap(), snapshot);
@@ -159,21 +147,12 @@ mod tests {
         let fixture = Fixture::new();
         let ctx = fixture.ctx();
         let source = volume(&ctx, "pvc-1");
-        assert!(matches!(
-            create(&ctx, &source.id, "", &[]),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(create(&ctx, &source.id, "", &[]), Err(Error::InvalidArgument(_))));
         let parameters = vec![("x".to_string(), "y".to_string())];
-        assert!(matches!(
-            create(&ctx, &source.id, "s", &parameters),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(create(&ctx, &source.id, "s", &parameters), Err(Error::InvalidArgument(_))));
         let absent = Id::for_name(Kind::Volume, "absent").to_string();
         for missing in [absent.as_str(), "", "../volumes", "s-0123456789abcdef0123456789abcdef"] {
-            assert!(
-                matches!(create(&ctx, missing, "s", &[]), Err(Error::NotFound(_))),
-                "{missing:?}"
-            );
+            assert!(matches!(create(&ctx, missing, "s", &[]), Err(Error::NotFound(_))), "{missing:?}");
         }
         assert!(list(&ctx, "", "", 0, "").unwrap().entries.is_empty());
     }

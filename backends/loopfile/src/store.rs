@@ -32,19 +32,12 @@ pub fn init(ctx: &Ctx) -> Result<(), Error> {
     };
     let metadata = fs::metadata(root).map_err(|err| unusable("open", root, err))?;
     if !metadata.is_dir() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not a directory",
-            root.display()
-        )));
+        return Err(Error::FailedPrecondition(format!("{} is not a directory", root.display())));
     }
     let probe = root.join(WRITE_PROBE);
     fs::write(&probe, b"").map_err(|err| unusable("write", &probe, err))?;
     fs::remove_file(&probe).map_err(|err| unusable("remove", &probe, err))?;
-    for dir in [
-        ctx.layout.kind_dir(Kind::Volume),
-        ctx.layout.kind_dir(Kind::Snapshot),
-        ctx.layout.trash_dir(),
-    ] {
+    for dir in [ctx.layout.kind_dir(Kind::Volume), ctx.layout.kind_dir(Kind::Snapshot), ctx.layout.trash_dir()] {
         fs::create_dir_all(&dir).map_err(|err| unusable("create", &dir, err))?;
     }
     fsio::sync_dir(root)
@@ -179,10 +172,7 @@ fn move_to_trash(ctx: &Ctx, id: &Id) -> Result<bool, Error> {
 pub fn discard<T: DeserializeOwned + Named>(ctx: &Ctx, id: &Id) -> Result<(), Error> {
     empty_trash(ctx);
     // Only for the log line: a missing or unreadable metadata file must not block removal.
-    let name = read_meta::<T>(ctx, id)
-        .ok()
-        .flatten()
-        .map(|meta| meta.name().to_owned());
+    let name = read_meta::<T>(ctx, id).ok().flatten().map(|meta| meta.name().to_owned());
     if !move_to_trash(ctx, id)? {
         return Ok(());
     }
@@ -204,25 +194,18 @@ fn empty_trash(ctx: &Ctx) {
         Ok(entries) => entries,
         Err(err) if err.kind() == ErrorKind::NotFound => return,
         Err(err) => {
-            ctx.platform
-                .warn(&format!("cannot empty the trash: list {}: {err}", trash.display()));
+            ctx.platform.warn(&format!("cannot empty the trash: list {}: {err}", trash.display()));
             return;
         }
     };
     for entry in entries {
         let removed = entry.and_then(|entry| {
-            if entry.file_type()?.is_dir() {
-                fs::remove_dir_all(entry.path())
-            } else {
-                fs::remove_file(entry.path())
-            }
+            if entry.file_type()?.is_dir() { fs::remove_dir_all(entry.path()) } else { fs::remove_file(entry.path()) }
         });
         match removed {
             Ok(()) => {}
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => ctx
-                .platform
-                .warn(&format!("cannot empty the trash in {}: {err}", trash.display())),
+            Err(err) => ctx.platform.warn(&format!("cannot empty the trash in {}: {err}", trash.display())),
         }
     }
 }
@@ -234,12 +217,7 @@ mod tests {
     use crate::meta::SnapshotMeta;
 
     fn meta(name: &str) -> SnapshotMeta {
-        SnapshotMeta {
-            name: name.into(),
-            source_volume_id: "v-1".into(),
-            size_bytes: 4096,
-            creation_time: 1,
-        }
+        SnapshotMeta { name: name.into(), source_volume_id: "v-1".into(), size_bytes: 4096, creation_time: 1 }
     }
 
     #[test]
@@ -248,10 +226,8 @@ mod tests {
         let ctx = fixture.ctx();
         init(&ctx).unwrap();
         init(&ctx).unwrap();
-        let mut names: Vec<_> = fs::read_dir(fixture.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<_> =
+            fs::read_dir(fixture.dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, ["snapshots", "trash", "volumes"]);
     }
@@ -342,10 +318,7 @@ mod tests {
         assert_eq!(fs::read_dir(ctx.layout.trash_dir()).unwrap().count(), 0);
         discard::<SnapshotMeta>(&ctx, &id).unwrap();
         discard::<SnapshotMeta>(&ctx, &Id::for_name(Kind::Snapshot, "never made")).unwrap();
-        assert_eq!(
-            *fixture.platform.logs.borrow(),
-            [format!("deleted snapshot \"snap\" ({id})")]
-        );
+        assert_eq!(*fixture.platform.logs.borrow(), [format!("deleted snapshot \"snap\" ({id})")]);
     }
 
     #[test]
@@ -357,10 +330,7 @@ mod tests {
         fs::write(ctx.layout.meta(&id), b"{corrupt").unwrap();
         discard::<SnapshotMeta>(&ctx, &id).unwrap();
         assert!(!ctx.layout.object_dir(&id).exists());
-        assert_eq!(
-            *fixture.platform.logs.borrow(),
-            [format!("deleted snapshot {id}, which had no readable metadata")]
-        );
+        assert_eq!(*fixture.platform.logs.borrow(), [format!("deleted snapshot {id}, which had no readable metadata")]);
     }
 
     #[test]
@@ -368,28 +338,13 @@ mod tests {
         let fixture = Fixture::new();
         let ctx = fixture.ctx();
         let id = Id::for_name(Kind::Snapshot, "snap");
-        assert!(matches!(
-            require::<SnapshotMeta>(&ctx, Kind::Snapshot, id.as_str()),
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            require::<SnapshotMeta>(&ctx, Kind::Snapshot, "../x"),
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(require::<SnapshotMeta>(&ctx, Kind::Snapshot, id.as_str()), Err(Error::NotFound(_))));
+        assert!(matches!(require::<SnapshotMeta>(&ctx, Kind::Snapshot, "../x"), Err(Error::NotFound(_))));
         create(&ctx, &id, None, 4096, &meta("snap")).unwrap();
-        assert_eq!(
-            require::<SnapshotMeta>(&ctx, Kind::Snapshot, id.as_str()).unwrap(),
-            (id.clone(), meta("snap"))
-        );
-        assert!(matches!(
-            require::<SnapshotMeta>(&ctx, Kind::Volume, id.as_str()),
-            Err(Error::NotFound(_))
-        ));
+        assert_eq!(require::<SnapshotMeta>(&ctx, Kind::Snapshot, id.as_str()).unwrap(), (id.clone(), meta("snap")));
+        assert!(matches!(require::<SnapshotMeta>(&ctx, Kind::Volume, id.as_str()), Err(Error::NotFound(_))));
         assert_eq!(existing::<SnapshotMeta>(&ctx, &id, "snap").unwrap(), Some(meta("snap")));
-        assert!(matches!(
-            existing::<SnapshotMeta>(&ctx, &id, "other"),
-            Err(Error::AlreadyExists(_))
-        ));
+        assert!(matches!(existing::<SnapshotMeta>(&ctx, &id, "other"), Err(Error::AlreadyExists(_))));
         let absent = Id::for_name(Kind::Snapshot, "absent");
         assert_eq!(existing::<SnapshotMeta>(&ctx, &absent, "absent").unwrap(), None);
     }

@@ -13,9 +13,7 @@ pub fn info() -> BackendInfo {
 /// …). loopfile takes none, so any key is an error rather than something silently ignored.
 pub fn check_parameters(what: &str, parameters: &[(String, String)]) -> Result<(), Error> {
     match parameters.first() {
-        Some((key, _)) => Err(Error::InvalidArgument(format!(
-            "unknown {what} {key:?}: loopfile takes none"
-        ))),
+        Some((key, _)) => Err(Error::InvalidArgument(format!("unknown {what} {key:?}: loopfile takes none"))),
         None => Ok(()),
     }
 }
@@ -30,10 +28,7 @@ mod tests {
         let info = info();
         assert_eq!(info.name, "loopfile");
         assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
-        assert!(
-            info.features
-                .contains(Features::SNAPSHOTS | Features::NODE_LOCAL | Features::NODE_EXPANSION)
-        );
+        assert!(info.features.contains(Features::SNAPSHOTS | Features::NODE_LOCAL | Features::NODE_EXPANSION));
         assert!(
             !info
                 .features

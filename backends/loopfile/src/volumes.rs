@@ -133,15 +133,9 @@ pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expan
         store::resize_image(ctx, &id, size)?;
         meta.capacity_bytes = size;
         store::update_meta(ctx, &id, &meta)?;
-        ctx.platform.info(&format!(
-            "expanded volume {:?} ({id}) from {current} to {size} bytes",
-            meta.name
-        ));
+        ctx.platform.info(&format!("expanded volume {:?} ({id}) from {current} to {size} bytes", meta.name));
     }
-    Ok(Expansion {
-        capacity_bytes: size,
-        node_expansion_required: true,
-    })
+    Ok(Expansion { capacity_bytes: size, node_expansion_required: true })
 }
 
 /// The image file the host loop-attaches on the node.
@@ -189,15 +183,9 @@ mod tests {
     fn request(name: &str, required_bytes: u64, limit_bytes: u64) -> CreateVolumeRequest {
         CreateVolumeRequest {
             name: name.into(),
-            capacity: CapacityRange {
-                required_bytes,
-                limit_bytes,
-            },
+            capacity: CapacityRange { required_bytes, limit_bytes },
             capabilities: vec![VolumeCapability {
-                access_type: AccessType::Mount(MountAccess {
-                    fs_type: "ext4".into(),
-                    mount_flags: Vec::new(),
-                }),
+                access_type: AccessType::Mount(MountAccess { fs_type: "ext4".into(), mount_flags: Vec::new() }),
                 access_mode: AccessMode::SingleNodeWriter,
             }],
             parameters: Vec::new(),
@@ -213,10 +201,7 @@ mod tests {
     }
 
     fn range(required_bytes: u64, limit_bytes: u64) -> CapacityRange {
-        CapacityRange {
-            required_bytes,
-            limit_bytes,
-        }
+        CapacityRange { required_bytes, limit_bytes }
     }
 
     fn image(ctx: &Ctx, volume: &Volume) -> Vec<u8> {
@@ -248,10 +233,7 @@ mod tests {
         assert_eq!(meta.name, "pvc-1");
         assert!(meta.creation_time > 0);
         assert_eq!(get(&ctx, &volume.id).unwrap(), volume);
-        assert_eq!(
-            *fixture.platform.logs.borrow(),
-            [format!("created volume \"pvc-1\" ({id}, {GIB} bytes)")]
-        );
+        assert_eq!(*fixture.platform.logs.borrow(), [format!("created volume \"pvc-1\" ({id}, {GIB} bytes)")]);
     }
 
     #[test]
@@ -283,11 +265,7 @@ mod tests {
         for bad in [request("", 0, 0), parameters, mutable, multi_node] {
             assert!(matches!(create(&ctx, bad), Err(Error::InvalidArgument(_))));
         }
-        for bad in [
-            request("a", 2 * MIB, MIB),
-            request("a", 2 * GIB, 0),
-            request("a", 5000, 6000),
-        ] {
+        for bad in [request("a", 2 * MIB, MIB), request("a", 2 * GIB, 0), request("a", 5000, 6000)] {
             assert!(matches!(create(&ctx, bad), Err(Error::OutOfRange(_))));
         }
         let mut block = request("b", MIB, 0);
@@ -301,14 +279,8 @@ mod tests {
         let fixture = Fixture::new();
         fixture.platform.free.set(100 * MIB);
         let ctx = fixture.ctx_with(None, 50 * MIB);
-        assert!(matches!(
-            create(&ctx, request("big", 51 * MIB, 0)),
-            Err(Error::ResourceExhausted(_))
-        ));
-        assert_eq!(
-            create(&ctx, request("fits", 50 * MIB, 0)).unwrap().capacity_bytes,
-            50 * MIB
-        );
+        assert!(matches!(create(&ctx, request("big", 51 * MIB, 0)), Err(Error::ResourceExhausted(_))));
+        assert_eq!(create(&ctx, request("fits", 50 * MIB, 0)).unwrap().capacity_bytes, 50 * MIB);
     }
 
     #[test]
@@ -343,22 +315,12 @@ mod tests {
         let content = image(&ctx, &restored);
         assert_eq!(content.len(), 2 * MIB as usize);
         assert!(content.starts_with(b"hello\0"));
-        assert_eq!(
-            create(&ctx, from(request("restored", 2 * MIB, 0), restored_source)).unwrap(),
-            restored
-        );
+        assert_eq!(create(&ctx, from(request("restored", 2 * MIB, 0), restored_source)).unwrap(), restored);
 
-        let clone = create(
-            &ctx,
-            from(request("clone", 0, 4 * MIB), ContentSource::Volume(origin.id.clone())),
-        )
-        .unwrap();
+        let clone = create(&ctx, from(request("clone", 0, 4 * MIB), ContentSource::Volume(origin.id.clone()))).unwrap();
         assert_eq!(clone.capacity_bytes, 4 * MIB);
         assert!(image(&ctx, &clone).starts_with(b"later\0"));
-        assert_eq!(
-            get(&ctx, &clone.id).unwrap().content_source,
-            Some(ContentSource::Volume(origin.id.clone()))
-        );
+        assert_eq!(get(&ctx, &clone.id).unwrap().content_source, Some(ContentSource::Volume(origin.id.clone())));
     }
 
     #[test]
@@ -375,10 +337,7 @@ mod tests {
             ContentSource::Volume(snapshot.id.clone()),
         ];
         for source in missing {
-            assert!(matches!(
-                create(&ctx, from(request("new", 0, 0), source)),
-                Err(Error::NotFound(_))
-            ));
+            assert!(matches!(create(&ctx, from(request("new", 0, 0), source)), Err(Error::NotFound(_))));
         }
         for source in [ContentSource::Snapshot(snapshot.id), ContentSource::Volume(origin.id)] {
             let smaller = from(request("new", MIB, 0), source);
@@ -399,10 +358,7 @@ mod tests {
         delete(&ctx, &volume.id).unwrap();
         delete(&ctx, "not an id").unwrap();
         delete(&ctx, "../../etc").unwrap();
-        assert_eq!(
-            snapshots::list(&ctx, &snapshot.id, "", 0, "").unwrap().entries,
-            [snapshot]
-        );
+        assert_eq!(snapshots::list(&ctx, &snapshot.id, "", 0, "").unwrap().entries, [snapshot]);
         assert_eq!(fs::read_dir(ctx.layout.trash_dir()).unwrap().count(), 0);
 
         let again = create(&ctx, request("pvc-1", MIB, 0)).unwrap();
@@ -415,10 +371,7 @@ mod tests {
         let ctx = fixture.ctx();
         let volume = create(&ctx, request("pvc-1", MIB, 0)).unwrap();
         let expected = fixture.dir.path().join("volumes").join(&volume.id).join("disk.img");
-        assert_eq!(
-            node_device(&ctx, &volume.id).unwrap(),
-            Device::File(expected.to_str().unwrap().into())
-        );
+        assert_eq!(node_device(&ctx, &volume.id).unwrap(), Device::File(expected.to_str().unwrap().into()));
         let absent = Id::for_name(Kind::Volume, "absent").to_string();
         for id in [absent.as_str(), "", "v-", "../volumes", &volume.id.to_uppercase()] {
             assert!(matches!(get(&ctx, id), Err(Error::NotFound(_))), "{id:?}");
@@ -430,16 +383,9 @@ mod tests {
     fn list_pages_in_id_order() {
         let fixture = Fixture::new();
         let ctx = fixture.ctx();
-        assert_eq!(
-            list(&ctx, 0, "").unwrap(),
-            VolumePage {
-                entries: Vec::new(),
-                next_token: String::new()
-            }
-        );
-        let mut volumes: Vec<Volume> = (0..5)
-            .map(|i| create(&ctx, request(&format!("pvc-{i}"), MIB, 0)).unwrap())
-            .collect();
+        assert_eq!(list(&ctx, 0, "").unwrap(), VolumePage { entries: Vec::new(), next_token: String::new() });
+        let mut volumes: Vec<Volume> =
+            (0..5).map(|i| create(&ctx, request(&format!("pvc-{i}"), MIB, 0)).unwrap()).collect();
         volumes.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(list(&ctx, 0, "").unwrap().entries, volumes);
 
@@ -463,13 +409,7 @@ mod tests {
         let volume = create(&ctx, request("pvc-1", MIB, 0)).unwrap();
         write_image(&ctx, &volume, b"keep");
         let grown = expand(&ctx, &volume.id, &range(3 * MIB + 1, 0)).unwrap();
-        assert_eq!(
-            grown,
-            Expansion {
-                capacity_bytes: 3 * MIB + GRANULE,
-                node_expansion_required: true
-            }
-        );
+        assert_eq!(grown, Expansion { capacity_bytes: 3 * MIB + GRANULE, node_expansion_required: true });
         let content = image(&ctx, &volume);
         assert_eq!(content.len() as u64, grown.capacity_bytes);
         assert!(content.starts_with(b"keep"));
@@ -477,24 +417,12 @@ mod tests {
 
         assert_eq!(expand(&ctx, &volume.id, &range(3 * MIB + 1, 0)).unwrap(), grown);
         assert_eq!(expand(&ctx, &volume.id, &range(MIB, 0)).unwrap(), grown);
-        assert!(matches!(
-            expand(&ctx, &volume.id, &range(MIB, 2 * MIB)),
-            Err(Error::OutOfRange(_))
-        ));
-        assert!(matches!(
-            expand(&ctx, &volume.id, &range(9 * MIB, 0)),
-            Err(Error::OutOfRange(_))
-        ));
-        assert!(matches!(
-            expand(&ctx, "v-nope", &range(9 * MIB, 0)),
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(expand(&ctx, &volume.id, &range(MIB, 2 * MIB)), Err(Error::OutOfRange(_))));
+        assert!(matches!(expand(&ctx, &volume.id, &range(9 * MIB, 0)), Err(Error::OutOfRange(_))));
+        assert!(matches!(expand(&ctx, "v-nope", &range(9 * MIB, 0)), Err(Error::NotFound(_))));
 
         fixture.platform.free.set(MIB);
-        assert!(matches!(
-            expand(&ctx, &volume.id, &range(6 * MIB, 0)),
-            Err(Error::ResourceExhausted(_))
-        ));
+        assert!(matches!(expand(&ctx, &volume.id, &range(6 * MIB, 0)), Err(Error::ResourceExhausted(_))));
         assert_eq!(get(&ctx, &volume.id).unwrap().capacity_bytes, grown.capacity_bytes);
     }
 
@@ -509,29 +437,16 @@ mod tests {
             minimum_volume_size: GRANULE,
         };
         let ctx = fixture.ctx_with(None, GIB);
-        assert_eq!(
-            capacity(&ctx, &capabilities, &[]).unwrap(),
-            expected(9 * GIB + 123, 9 * GIB)
-        );
+        assert_eq!(capacity(&ctx, &capabilities, &[]).unwrap(), expected(9 * GIB + 123, 9 * GIB));
         let ctx = fixture.ctx_with(Some(2 * GIB), GIB);
-        assert_eq!(
-            capacity(&ctx, &capabilities, &[]).unwrap(),
-            expected(9 * GIB + 123, 2 * GIB)
-        );
+        assert_eq!(capacity(&ctx, &capabilities, &[]).unwrap(), expected(9 * GIB + 123, 2 * GIB));
         let ctx = fixture.ctx_with(None, 20 * GIB);
         assert_eq!(capacity(&ctx, &capabilities, &[]).unwrap(), expected(0, 0));
 
-        let none = Capacity {
-            available_bytes: 0,
-            maximum_volume_size: 0,
-            minimum_volume_size: 0,
-        };
+        let none = Capacity { available_bytes: 0, maximum_volume_size: 0, minimum_volume_size: 0 };
         let mut multi_node = capabilities.clone();
         multi_node[0].access_mode = AccessMode::MultiNodeReaderOnly;
         assert_eq!(capacity(&ctx, &multi_node, &[]).unwrap(), none);
-        assert_eq!(
-            capacity(&ctx, &capabilities, &[("type".into(), "ssd".into())]).unwrap(),
-            none
-        );
+        assert_eq!(capacity(&ctx, &capabilities, &[("type".into(), "ssd".into())]).unwrap(), none);
     }
 }

@@ -69,10 +69,7 @@ pub mod fake {
         /// A context with these settings.
         pub fn ctx(&self, settings: &[(&str, &str)]) -> Ctx<'_> {
             let params: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            Ctx {
-                settings: Settings::parse(&params).unwrap(),
-                platform: self,
-            }
+            Ctx { settings: Settings::parse(&params).unwrap(), platform: self }
         }
     }
 
@@ -93,19 +90,11 @@ pub mod fake {
 
     /// Exit 0 with `stdout`.
     pub fn ok(stdout: &str) -> Result<ExecOutput, Error> {
-        Ok(ExecOutput {
-            status: 0,
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: Vec::new(),
-        })
+        Ok(ExecOutput { status: 0, stdout: stdout.as_bytes().to_vec(), stderr: Vec::new() })
     }
 
     /// Exit `status` with `stderr`.
     pub fn fail(status: i32, stderr: &str) -> Result<ExecOutput, Error> {
-        Ok(ExecOutput {
-            status,
-            stdout: Vec::new(),
-            stderr: stderr.as_bytes().to_vec(),
-        })
+        Ok(ExecOutput { status, stdout: Vec::new(), stderr: stderr.as_bytes().to_vec() })
     }
 }

@@ -39,14 +39,8 @@ mod tests {
     #[test]
     fn ids_are_lv_names_from_the_name_hash() {
         // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        assert_eq!(
-            Id::for_name(Kind::Volume, "abc").as_str(),
-            "csi-ba7816bf8f01cfea414140de5dae2223"
-        );
-        assert_eq!(
-            Id::for_name(Kind::Snapshot, "abc").as_str(),
-            "snap-ba7816bf8f01cfea414140de5dae2223"
-        );
+        assert_eq!(Id::for_name(Kind::Volume, "abc").as_str(), "csi-ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(Id::for_name(Kind::Snapshot, "abc").as_str(), "snap-ba7816bf8f01cfea414140de5dae2223");
     }
 
     #[test]

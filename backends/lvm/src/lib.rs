@@ -85,17 +85,11 @@ impl Guest for Lvm {
     }
 
     fn get_volume(volume_id: String) -> Result<Volume, Error> {
-        with_ctx(
-            |ctx| volumes::get(ctx, &volume_id),
-            |absent| absent.not_found("volume", &volume_id),
-        )
+        with_ctx(|ctx| volumes::get(ctx, &volume_id), |absent| absent.not_found("volume", &volume_id))
     }
 
     fn list_volumes(max_entries: u32, starting_token: String) -> Result<VolumePage, Error> {
-        with_ctx(
-            |ctx| volumes::list(ctx, max_entries, &starting_token),
-            |absent| absent.no_volumes(),
-        )
+        with_ctx(|ctx| volumes::list(ctx, max_entries, &starting_token), |absent| absent.no_volumes())
     }
 
     /// Topology is the host's concern for a node-local backend: it asks the node it is on.
@@ -104,17 +98,11 @@ impl Guest for Lvm {
         parameters: Params,
         _topology: Option<Topology>,
     ) -> Result<Capacity, Error> {
-        with_ctx(
-            |ctx| volumes::capacity(ctx, &capabilities, &parameters),
-            |absent| absent.no_capacity(),
-        )
+        with_ctx(|ctx| volumes::capacity(ctx, &capabilities, &parameters), |absent| absent.no_capacity())
     }
 
     fn expand_volume(volume_id: String, capacity: CapacityRange) -> Result<Expansion, Error> {
-        with_ctx(
-            |ctx| volumes::expand(ctx, &volume_id, &capacity),
-            |absent| absent.not_found("volume", &volume_id),
-        )
+        with_ctx(|ctx| volumes::expand(ctx, &volume_id, &capacity), |absent| absent.not_found("volume", &volume_id))
     }
 
     fn modify_volume(_volume_id: String, _mutable_parameters: Params) -> Result<(), Error> {
@@ -155,15 +143,11 @@ impl Guest for Lvm {
         _readonly: bool,
         _volume_context: Params,
     ) -> Result<Params, Error> {
-        Err(Error::Unimplemented(
-            "lvm volumes are node-local: there is nothing to attach".into(),
-        ))
+        Err(Error::Unimplemented("lvm volumes are node-local: there is nothing to attach".into()))
     }
 
     fn controller_unpublish(_volume_id: String, _node_id: String) -> Result<(), Error> {
-        Err(Error::Unimplemented(
-            "lvm volumes are node-local: there is nothing to detach".into(),
-        ))
+        Err(Error::Unimplemented("lvm volumes are node-local: there is nothing to detach".into()))
     }
 
     fn node_device(volume_id: String, volume_context: Params, _publish_context: Params) -> Result<Device, Error> {
@@ -186,10 +170,7 @@ fn with_ctx<T>(
     absent: impl FnOnce(&Absent) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let settings = Settings::parse(&host::settings())?;
-    let ctx = Ctx {
-        settings,
-        platform: &WitHost,
-    };
+    let ctx = Ctx { settings, platform: &WitHost };
     optional::serve(&ctx, operation, absent)
 }
 

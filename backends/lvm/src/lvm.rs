@@ -75,10 +75,7 @@ pub fn find_vg(ctx: &Ctx) -> Result<VgOnNode, Error> {
     let name = &ctx.settings.volume_group;
     let stdout = match report(ctx, Subcommand::Vgs, VG_COLUMNS, name.clone()) {
         Ok(stdout) => stdout,
-        Err(Failure::Lvm {
-            condition: Condition::NoVolumeGroup,
-            message,
-        }) => return Ok(VgOnNode::Absent(message)),
+        Err(Failure::Lvm { condition: Condition::NoVolumeGroup, message }) => return Ok(VgOnNode::Absent(message)),
         Err(failure) => return Err(failure.into()),
     };
     report::parse_vgs(&stdout)?
@@ -228,24 +225,12 @@ mod tests {
             argv(&platform),
             [
                 words("vgs --reportformat json --units b --nosuffix -o vg_name,vg_extent_size,vg_free vgcap"),
-                words(&format!(
-                    "lvs --reportformat json --units b --nosuffix -o {columns} vgcap"
-                )),
-                words(&format!(
-                    "lvs --reportformat json --units b --nosuffix -o {columns} vgcap/csi-a"
-                )),
-                words(&format!(
-                    "lvs --reportformat json --units b --nosuffix -o {columns} vgcap/csi-b"
-                )),
+                words(&format!("lvs --reportformat json --units b --nosuffix -o {columns} vgcap")),
+                words(&format!("lvs --reportformat json --units b --nosuffix -o {columns} vgcap/csi-a")),
+                words(&format!("lvs --reportformat json --units b --nosuffix -o {columns} vgcap/csi-b")),
             ]
         );
-        assert!(
-            platform
-                .calls
-                .borrow()
-                .iter()
-                .all(|(program, _)| program == "/sbin/lvm")
-        );
+        assert!(platform.calls.borrow().iter().all(|(program, _)| program == "/sbin/lvm"));
     }
 
     #[test]
@@ -256,13 +241,7 @@ mod tests {
             ("lvm", "/usr/sbin/lvm"),
             ("lvm-config", "global{activation=0} x{y=1}"),
         ]);
-        create(
-            &ctx,
-            "csi-1",
-            &["wasmcsi.name=61".into()],
-            Layout::Thick { size: 8 << 20 },
-        )
-        .unwrap();
+        create(&ctx, "csi-1", &["wasmcsi.name=61".into()], Layout::Thick { size: 8 << 20 }).unwrap();
         extend(&ctx, "csi-1", 12 << 20).unwrap();
         activate(&ctx, "csi-1").unwrap();
         remove(&ctx, "csi-1").unwrap();
@@ -272,10 +251,7 @@ mod tests {
             assert_eq!(program, "/usr/sbin/lvm");
             assert_eq!(args[1..3], config, "{args:?}");
         }
-        let rest: Vec<Vec<String>> = calls
-            .iter()
-            .map(|(_, args)| [&args[..1], &args[3..]].concat())
-            .collect();
+        let rest: Vec<Vec<String>> = calls.iter().map(|(_, args)| [&args[..1], &args[3..]].concat()).collect();
         assert_eq!(
             rest,
             [
@@ -293,16 +269,10 @@ mod tests {
         let ctx = platform.ctx(VG0);
         let tags = ["t1".to_string(), "t2".to_string()];
         for layout in [
-            Layout::Thin {
-                size: 4096,
-                pool: "pool0",
-            },
+            Layout::Thin { size: 4096, pool: "pool0" },
             Layout::ThinClone { origin: "snap-1" },
             Layout::ThinSnapshot { origin: "csi-1" },
-            Layout::CowSnapshot {
-                origin: "csi-1",
-                size: 4096,
-            },
+            Layout::CowSnapshot { origin: "csi-1", size: 4096 },
         ] {
             create(&ctx, "new", &tags, layout).unwrap();
         }
@@ -320,10 +290,7 @@ mod tests {
     #[test]
     fn failures_that_mean_done_are_not_errors() {
         let platform = FakePlatform::new(|args| match args[0].as_str() {
-            "lvextend" => fail(
-                5,
-                "  New size given (25 extents) not larger than existing size (50 extents)",
-            ),
+            "lvextend" => fail(5, "  New size given (25 extents) not larger than existing size (50 extents)"),
             "lvremove" => fail(5, "  Failed to find logical volume \"vg0/csi-a\""),
             _ => fail(5, "  Failed to find logical volume \"vg0/csi-a\""),
         });
@@ -348,9 +315,7 @@ mod tests {
             }
         });
         let ctx = platform.ctx(VG0);
-        let Err(Error::FailedPrecondition(message)) = vg(&ctx) else {
-            panic!("expected failed-precondition")
-        };
+        let Err(Error::FailedPrecondition(message)) = vg(&ctx) else { panic!("expected failed-precondition") };
         assert!(
             message.starts_with(
                 "volume group \"vg0\" (setting volume-group) cannot be used: lvm vgs: Volume group \"vg0\" not found"
@@ -359,9 +324,7 @@ mod tests {
         );
         assert!(matches!(lv(&ctx, "csi-a"), Err(Error::FailedPrecondition(_))));
         assert!(matches!(remove(&ctx, "csi-a"), Err(Error::FailedPrecondition(_))));
-        let VgOnNode::Absent(lvm_says) = find_vg(&ctx).unwrap() else {
-            panic!("expected absent")
-        };
+        let VgOnNode::Absent(lvm_says) = find_vg(&ctx).unwrap() else { panic!("expected absent") };
         assert!(lvm_says.starts_with("lvm vgs: Volume group \"vg0\" not found"), "{lvm_says}");
 
         let platform = FakePlatform::new(|_| ok(VGS_CAPTURED));

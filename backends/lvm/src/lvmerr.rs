@@ -74,10 +74,7 @@ impl Failure {
             true => format!("lvm {subcommand} failed with exit status {}", output.status),
             false => format!("lvm {subcommand}: {stderr} (exit status {})", output.status),
         };
-        Some(Failure::Lvm {
-            condition: classify(&stderr),
-            message,
-        })
+        Some(Failure::Lvm { condition: classify(&stderr), message })
     }
 
     /// Whether lvm failed with `condition`.
@@ -138,62 +135,28 @@ mod tests {
     use super::*;
 
     fn output(status: i32, stderr: &str) -> ExecOutput {
-        ExecOutput {
-            status,
-            stdout: Vec::new(),
-            stderr: stderr.as_bytes().to_vec(),
-        }
+        ExecOutput { status, stdout: Vec::new(), stderr: stderr.as_bytes().to_vec() }
     }
 
     /// Messages lvm 2.03.16 printed on this machine, and a few it prints elsewhere.
     #[test]
     fn messages_map_to_conditions() {
         let cases = [
-            (
-                "  Volume group \"vgcap\" has insufficient free space (230 extents): 2560 required.",
-                Condition::NoSpace,
-            ),
-            (
-                "  Insufficient free space: 10 extents needed, but only 2 available",
-                Condition::NoSpace,
-            ),
-            (
-                "  Volume group \"nosuchvg\" not found\n  Cannot process volume group nosuchvg",
-                Condition::NoVolumeGroup,
-            ),
+            ("  Volume group \"vgcap\" has insufficient free space (230 extents): 2560 required.", Condition::NoSpace),
+            ("  Insufficient free space: 10 extents needed, but only 2 available", Condition::NoSpace),
+            ("  Volume group \"nosuchvg\" not found\n  Cannot process volume group nosuchvg", Condition::NoVolumeGroup),
             ("  Failed to find logical volume \"vgcap/csi-a\"", Condition::NotFound),
-            (
-                "  Logical Volume \"csi-a\" already exists in volume group \"vgcap\"",
-                Condition::AlreadyExists,
-            ),
-            (
-                "  New size given (25 extents) not larger than existing size (50 extents)",
-                Condition::NotLarger,
-            ),
-            (
-                "  Can't create thin-pool without using device-mapper kernel driver.",
-                Condition::NoDeviceMapper,
-            ),
-            (
-                "  Can't create snapshot without using device-mapper kernel driver.",
-                Condition::NoDeviceMapper,
-            ),
+            ("  Logical Volume \"csi-a\" already exists in volume group \"vgcap\"", Condition::AlreadyExists),
+            ("  New size given (25 extents) not larger than existing size (50 extents)", Condition::NotLarger),
+            ("  Can't create thin-pool without using device-mapper kernel driver.", Condition::NoDeviceMapper),
+            ("  Can't create snapshot without using device-mapper kernel driver.", Condition::NoDeviceMapper),
             ("  Logical volume vgcap/csi-a in use.", Condition::InUse),
-            (
-                "  Logical volume vgcap/csi-a contains a filesystem in use.",
-                Condition::InUse,
-            ),
+            ("  Logical volume vgcap/csi-a contains a filesystem in use.", Condition::InUse),
             ("  Can't remove open logical volume \"csi-a\".", Condition::InUse),
-            (
-                "  Global lock failed: check that global lockspace is started",
-                Condition::Busy,
-            ),
+            ("  Global lock failed: check that global lockspace is started", Condition::Busy),
             ("  Failed to lock logical volume vgcap/csi-a.", Condition::Busy),
             ("  Timed out waiting for lock", Condition::Busy),
-            (
-                "  Invalid argument for --addtag: hostile,tag\n  Error during parsing of command line.",
-                Condition::Other,
-            ),
+            ("  Invalid argument for --addtag: hostile,tag\n  Error during parsing of command line.", Condition::Other),
             ("  Device /dev/sdz is not a block device.", Condition::Other),
             ("", Condition::Other),
         ];
@@ -204,12 +167,7 @@ mod tests {
 
     #[test]
     fn conditions_map_to_wit_errors() {
-        let error = |condition| {
-            Error::from(Failure::Lvm {
-                condition,
-                message: "m".into(),
-            })
-        };
+        let error = |condition| Error::from(Failure::Lvm { condition, message: "m".into() });
         assert_eq!(error(Condition::NoSpace), Error::ResourceExhausted("m".into()));
         assert_eq!(error(Condition::NoVolumeGroup), Error::FailedPrecondition("m".into()));
         assert_eq!(error(Condition::NotFound), Error::NotFound("m".into()));
@@ -237,10 +195,7 @@ mod tests {
         assert!(failure.is(Condition::NoSpace) && !failure.is(Condition::Other));
         assert_eq!(
             Failure::of("lvs", &output(-1, "")),
-            Some(Failure::Lvm {
-                condition: Condition::Other,
-                message: "lvm lvs failed with exit status -1".into()
-            })
+            Some(Failure::Lvm { condition: Condition::Other, message: "lvm lvs failed with exit status -1".into() })
         );
     }
 

@@ -80,17 +80,11 @@ impl Absent<'_> {
     }
 
     pub fn no_volumes(&self) -> Result<VolumePage, Error> {
-        Ok(VolumePage {
-            entries: Vec::new(),
-            next_token: String::new(),
-        })
+        Ok(VolumePage { entries: Vec::new(), next_token: String::new() })
     }
 
     pub fn no_snapshots(&self) -> Result<SnapshotPage, Error> {
-        Ok(SnapshotPage {
-            entries: Vec::new(),
-            next_token: String::new(),
-        })
+        Ok(SnapshotPage { entries: Vec::new(), next_token: String::new() })
     }
 
     fn not_here(&self) -> String {
@@ -158,9 +152,7 @@ mod tests {
         );
         assert_eq!(
             absent_answer::<()>(&ctx, |absent| absent.not_found("volume", "csi-1")),
-            Err(Error::NotFound(
-                "volume \"csi-1\" does not exist: volume group \"vgcap\" is not on this node".into()
-            ))
+            Err(Error::NotFound("volume \"csi-1\" does not exist: volume group \"vgcap\" is not on this node".into()))
         );
         let volumes = absent_answer(&ctx, |absent| absent.no_volumes()).unwrap();
         assert!(volumes.entries.is_empty() && volumes.next_token.is_empty());

@@ -26,9 +26,7 @@ impl Owned {
 
 /// Our object with id `id` among `lvs`.
 pub fn in_list(lvs: &[Lv], id: &Id) -> Option<Owned> {
-    lvs.iter()
-        .find(|lv| lv.name == id.as_str())
-        .and_then(|lv| Owned::of(id.kind(), lv))
+    lvs.iter().find(|lv| lv.name == id.as_str()).and_then(|lv| Owned::of(id.kind(), lv))
 }
 
 /// Our object of `kind` with id `id`, if the volume group has it.
@@ -44,8 +42,5 @@ pub fn require(ctx: &Ctx, kind: Kind, id: &str) -> Result<Owned, Error> {
 
 /// Our objects of `kind` among `lvs`, by id.
 pub fn sorted(kind: Kind, lvs: &[Lv]) -> BTreeMap<Id, Owned> {
-    lvs.iter()
-        .filter_map(|lv| Owned::of(kind, lv))
-        .map(|owned| (owned.claim.id.clone(), owned))
-        .collect()
+    lvs.iter().filter_map(|lv| Owned::of(kind, lv)).map(|owned| (owned.claim.id.clone(), owned)).collect()
 }

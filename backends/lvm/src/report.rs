@@ -105,16 +105,9 @@ pub fn parse_vgs(stdout: &[u8]) -> Result<Vec<Vg>, Error> {
         .map(|row| {
             let extent_size = bytes("vgs", "vg_extent_size", &row.vg_extent_size)?;
             if extent_size == 0 {
-                return Err(Error::Internal(format!(
-                    "lvm vgs reported an extent size of 0 for {:?}",
-                    row.vg_name
-                )));
+                return Err(Error::Internal(format!("lvm vgs reported an extent size of 0 for {:?}", row.vg_name)));
             }
-            Ok(Vg {
-                extent_size,
-                free: bytes("vgs", "vg_free", &row.vg_free)?,
-                name: row.vg_name,
-            })
+            Ok(Vg { extent_size, free: bytes("vgs", "vg_free", &row.vg_free)?, name: row.vg_name })
         })
         .collect()
 }
@@ -161,11 +154,9 @@ fn parse_report<S: DeserializeOwned>(stdout: &[u8], command: &str) -> Result<Vec
 }
 
 fn bytes(command: &str, column: &str, value: &str) -> Result<u64, Error> {
-    value.parse().map_err(|_| {
-        Error::Internal(format!(
-            "lvm {command} reported {column} {value:?}, not a whole number of bytes"
-        ))
-    })
+    value
+        .parse()
+        .map_err(|_| Error::Internal(format!("lvm {command} reported {column} {value:?}, not a whole number of bytes")))
 }
 
 /// Reports as lvm 2.03.16 prints them, for the tests of this crate.
@@ -237,11 +228,7 @@ mod tests {
     fn captured_vgs_report() {
         assert_eq!(
             parse_vgs(VGS_CAPTURED.as_bytes()).unwrap(),
-            [Vg {
-                name: "vgcap".into(),
-                extent_size: 4 << 20,
-                free: 1_069_547_520
-            }]
+            [Vg { name: "vgcap".into(), extent_size: 4 << 20, free: 1_069_547_520 }]
         );
         let empty = LVS_EMPTY.replace("\"lv\"", "\"vg\"");
         assert_eq!(parse_vgs(empty.as_bytes()).unwrap(), []);
@@ -249,10 +236,7 @@ mod tests {
 
     #[test]
     fn volume_types_come_from_the_first_attr_character() {
-        let lv = |attr: &str| Lv {
-            attr: attr.into(),
-            ..parse_lvs(LVS_CAPTURED.as_bytes()).unwrap().remove(0)
-        };
+        let lv = |attr: &str| Lv { attr: attr.into(), ..parse_lvs(LVS_CAPTURED.as_bytes()).unwrap().remove(0) };
         assert!(lv("twi-a-tz--").is_thin_pool());
         assert!(lv("Vwi-a-tz--").is_thin());
         assert!(lv("Vwi---tz-k").is_thin());
@@ -269,19 +253,8 @@ mod tests {
         let missing_column = LVS_CAPTURED.replace("\"lv_tags\":", "\"tags\":");
         let bad_size = LVS_CAPTURED.replace("\"209715200\"", "\"200m\"");
         let number = LVS_CAPTURED.replace("\"209715200\"", "209715200");
-        for garbage in [
-            "",
-            "not json",
-            "{}",
-            "{\"report\": {}}",
-            &missing_column,
-            &bad_size,
-            &number,
-        ] {
-            assert!(
-                matches!(parse_lvs(garbage.as_bytes()), Err(Error::Internal(_))),
-                "{garbage:?}"
-            );
+        for garbage in ["", "not json", "{}", "{\"report\": {}}", &missing_column, &bad_size, &number] {
+            assert!(matches!(parse_lvs(garbage.as_bytes()), Err(Error::Internal(_))), "{garbage:?}");
         }
         let zero_extent = VGS_CAPTURED.replace("\"4194304\"", "\"0\"");
         assert!(matches!(parse_vgs(zero_extent.as_bytes()), Err(Error::Internal(_))));

@@ -39,17 +39,8 @@ const THIN_RATIO: &str = "thin-overprovision-ratio";
 const SNAPSHOT_RESERVE: &str = "snapshot-reserve-percent";
 const OPTIONAL: &str = "optional";
 
-const KNOWN: [&str; 9] = [
-    VOLUME_GROUP,
-    THIN_POOL,
-    LVM,
-    LVM_CONFIG,
-    RESERVE,
-    DEFAULT_FS,
-    THIN_RATIO,
-    SNAPSHOT_RESERVE,
-    OPTIONAL,
-];
+const KNOWN: [&str; 9] =
+    [VOLUME_GROUP, THIN_POOL, LVM, LVM_CONFIG, RESERVE, DEFAULT_FS, THIN_RATIO, SNAPSHOT_RESERVE, OPTIONAL];
 
 const DEFAULT_LVM: &str = "/sbin/lvm";
 
@@ -133,9 +124,7 @@ fn boolean(key: &str, value: &str) -> Result<bool, Error> {
     match value.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(Error::InvalidArgument(format!(
-            "setting {key:?} must be true or false, got {value:?}"
-        ))),
+        _ => Err(Error::InvalidArgument(format!("setting {key:?} must be true or false, got {value:?}"))),
     }
 }
 
@@ -157,18 +146,14 @@ fn lvm_name(key: &str, value: &str) -> Result<String, Error> {
 
 fn program(value: &str) -> Result<String, Error> {
     if !value.starts_with('/') {
-        return Err(Error::InvalidArgument(format!(
-            "setting {LVM:?} must be an absolute path, got {value:?}"
-        )));
+        return Err(Error::InvalidArgument(format!("setting {LVM:?} must be an absolute path, got {value:?}")));
     }
     Ok(value.to_owned())
 }
 
 fn config(value: &str) -> Result<String, Error> {
     if value.trim().is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "setting {LVM_CONFIG:?} is empty: leave it out instead"
-        )));
+        return Err(Error::InvalidArgument(format!("setting {LVM_CONFIG:?} is empty: leave it out instead")));
     }
     Ok(value.to_owned())
 }
@@ -184,13 +169,11 @@ fn fs_type(value: &str) -> Result<String, Error> {
 }
 
 fn overprovision_ratio(value: &str) -> Result<Fraction, Error> {
-    Fraction::parse(value.trim())
-        .filter(|ratio| ratio.at_least_one())
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "setting {THIN_RATIO:?} must be a decimal number of at least 1 (such as 1.5), got {value:?}"
-            ))
-        })
+    Fraction::parse(value.trim()).filter(|ratio| ratio.at_least_one()).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "setting {THIN_RATIO:?} must be a decimal number of at least 1 (such as 1.5), got {value:?}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -270,14 +253,8 @@ mod tests {
     #[test]
     fn names_follow_lvm_rules() {
         for bad in ["", "-vg", ".", "..", "vg/0", "vg 0", "vg0\n", "vé", &"v".repeat(128)] {
-            assert!(
-                invalid_message(&[("volume-group", bad)]).contains("volume-group"),
-                "{bad:?}"
-            );
-            assert!(
-                invalid_message(&[("volume-group", "vg0"), ("thin-pool", bad)]).contains("thin-pool"),
-                "{bad:?}"
-            );
+            assert!(invalid_message(&[("volume-group", bad)]).contains("volume-group"), "{bad:?}");
+            assert!(invalid_message(&[("volume-group", "vg0"), ("thin-pool", bad)]).contains("thin-pool"), "{bad:?}");
         }
         Settings::parse(&params(&[("volume-group", &"v".repeat(127))])).unwrap();
     }
@@ -290,16 +267,10 @@ mod tests {
         assert!(with_vg("reserve", "1G").contains("reserve"));
         assert!(with_vg("default-fs-type", "zfs").contains("default-fs-type"));
         for ratio in ["0.5", "0", "-2", "two", "1e1", ""] {
-            assert!(
-                with_vg("thin-overprovision-ratio", ratio).contains("thin-overprovision-ratio"),
-                "{ratio:?}"
-            );
+            assert!(with_vg("thin-overprovision-ratio", ratio).contains("thin-overprovision-ratio"), "{ratio:?}");
         }
         for percent in ["0", "101", "50.5", "-1", "x"] {
-            assert!(
-                with_vg("snapshot-reserve-percent", percent).contains("snapshot-reserve-percent"),
-                "{percent:?}"
-            );
+            assert!(with_vg("snapshot-reserve-percent", percent).contains("snapshot-reserve-percent"), "{percent:?}");
         }
     }
 

@@ -52,19 +52,13 @@ pub fn create(
             .map_err(|_| Error::OutOfRange(format!("volume {source_volume_id} is too large to snapshot")))?;
         let size = space::extents(&vg).round_up(cow_bytes.max(1))?;
         sizing::ensure_space(size, space::thick_available(&vg, ctx.settings.reserve))?;
-        Layout::CowSnapshot {
-            origin: &origin.name,
-            size,
-        }
+        Layout::CowSnapshot { origin: &origin.name, size }
     };
     match lvm::create(ctx, id.as_str(), &tags, layout) {
         // Only lvcreate says so: a concurrent create of the same name won; judge what it made.
         Err(Error::AlreadyExists(message)) => {
             let lvs = lvm::lvs(ctx)?;
-            let lv = lvs
-                .iter()
-                .find(|lv| lv.name == id.as_str())
-                .ok_or(Error::AlreadyExists(message))?;
+            let lv = lvs.iter().find(|lv| lv.name == id.as_str()).ok_or(Error::AlreadyExists(message))?;
             return existing(&lvs, lv, name, source_volume_id);
         }
         made => made?,
@@ -73,10 +67,8 @@ pub fn create(
     let owned = owned::in_list(&lvs, &id)
         .ok_or_else(|| Error::Internal(format!("snapshot {id} was made but lvs does not report it as ours")))?;
     let snapshot = to_snapshot(&lvs, &owned)?;
-    ctx.platform.info(&format!(
-        "created snapshot {name:?} ({id}, {} bytes) of {source_volume_id}",
-        snapshot.size_bytes
-    ));
+    ctx.platform
+        .info(&format!("created snapshot {name:?} ({id}, {} bytes) of {source_volume_id}", snapshot.size_bytes));
     Ok(snapshot)
 }
 
@@ -97,8 +89,7 @@ pub fn delete(ctx: &Ctx, snapshot_id: &str) -> Result<(), Error> {
         return Ok(());
     };
     lvm::remove(ctx, snapshot_id)?;
-    ctx.platform
-        .info(&format!("deleted snapshot {:?} ({snapshot_id})", owned.claim.name));
+    ctx.platform.info(&format!("deleted snapshot {:?} ({snapshot_id})", owned.claim.name));
     Ok(())
 }
 
@@ -116,18 +107,12 @@ pub fn list(
     let malformed = (!snapshot_id.is_empty() && Id::parse(Kind::Snapshot, snapshot_id).is_none())
         || (!source_volume_id.is_empty() && Id::parse(Kind::Volume, source_volume_id).is_none());
     if malformed {
-        return Ok(SnapshotPage {
-            entries: Vec::new(),
-            next_token: String::new(),
-        });
+        return Ok(SnapshotPage { entries: Vec::new(), next_token: String::new() });
     }
     let lvs = lvm::lvs(ctx)?;
     let snapshots = owned::sorted(Kind::Snapshot, &lvs);
-    let ids: Vec<Id> = snapshots
-        .keys()
-        .filter(|id| snapshot_id.is_empty() || id.as_str() == snapshot_id)
-        .cloned()
-        .collect();
+    let ids: Vec<Id> =
+        snapshots.keys().filter(|id| snapshot_id.is_empty() || id.as_str() == snapshot_id).cloned().collect();
     let (entries, next_token) = paging::page(&ids, max_entries, start.as_ref(), |id| match snapshots.get(id) {
         Some(owned) if source_volume_id.is_empty() || source_of(owned) == source_volume_id => {
             to_snapshot(&lvs, owned).map(Some)
@@ -160,22 +145,14 @@ fn existing(lvs: &[Lv], lv: &Lv, name: &str, source_volume_id: &str) -> Result<S
 
 /// The volume a snapshot was taken of (a snapshot is ours only with that tag).
 fn source_of(owned: &Owned) -> String {
-    owned
-        .claim
-        .source
-        .as_ref()
-        .map(|source| source.id().to_string())
-        .unwrap_or_default()
+    owned.claim.source.as_ref().map(|source| source.id().to_string()).unwrap_or_default()
 }
 
 fn to_snapshot(lvs: &[Lv], owned: &Owned) -> Result<Snapshot, Error> {
     let lv = &owned.lv;
     let size_bytes = if lv.is_cow_snapshot() {
         let origin = lvs.iter().find(|origin| origin.name == lv.origin).ok_or_else(|| {
-            Error::Internal(format!(
-                "COW snapshot {} has no origin {:?} in the volume group",
-                lv.name, lv.origin
-            ))
+            Error::Internal(format!("COW snapshot {} has no origin {:?} in the volume group", lv.name, lv.origin))
         })?;
         origin.size
     } else {

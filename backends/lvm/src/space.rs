@@ -29,10 +29,7 @@ pub struct Fraction {
 const MAX_FRACTION_DIGITS: usize = 9;
 
 impl Fraction {
-    pub const ONE: Fraction = Fraction {
-        numerator: 1,
-        denominator: 1,
-    };
+    pub const ONE: Fraction = Fraction { numerator: 1, denominator: 1 };
 
     /// `digits[.digits]`; `None` for anything else (signs, exponents, blanks, …).
     pub fn parse(text: &str) -> Option<Fraction> {
@@ -65,10 +62,7 @@ impl Fraction {
 
 /// Sizes in whole extents of `vg`, with no maximum beyond the space checks.
 pub fn extents(vg: &Vg) -> Sizing {
-    Sizing {
-        granule: vg.extent_size,
-        max_volume_size: None,
-    }
+    Sizing { granule: vg.extent_size, max_volume_size: None }
 }
 
 /// Bytes thick volumes may take.
@@ -79,10 +73,7 @@ pub fn thick_available(vg: &Vg, reserve: u64) -> u64 {
 /// Bytes (virtual) thin volumes in `pool` may take; `lvs` is every LV of the VG.
 pub fn thin_available(lvs: &[Lv], pool: &str, ratio: Fraction) -> Result<u64, Error> {
     let pool_lv = find_pool(lvs, pool)?;
-    let used: u64 = lvs
-        .iter()
-        .filter(|lv| lv.pool == pool)
-        .fold(0, |sum, lv| sum.saturating_add(lv.size));
+    let used: u64 = lvs.iter().filter(|lv| lv.pool == pool).fold(0, |sum, lv| sum.saturating_add(lv.size));
     let available = ratio.of(pool_lv.size).saturating_sub(used);
     if pool_lv.data_percent.is_empty() {
         return Ok(available);
@@ -145,31 +136,16 @@ mod tests {
         assert_eq!(fraction("0.000000001").of(1_000_000_000), 1);
         assert_eq!(fraction("3").of(u64::MAX), u64::MAX);
         assert!(fraction("1.0").at_least_one() && !fraction("0.99").at_least_one());
-        for bad in [
-            "",
-            ".",
-            "1.",
-            ".5",
-            "-1",
-            "+1",
-            "1e3",
-            " 1",
-            "1.5.5",
-            "NaN",
-            "0.1234567891",
-            "99999999999999999999",
-        ] {
+        for bad in
+            ["", ".", "1.", ".5", "-1", "+1", "1e3", " 1", "1.5.5", "NaN", "0.1234567891", "99999999999999999999"]
+        {
             assert_eq!(Fraction::parse(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn thick_space_is_free_less_reserve() {
-        let vg = Vg {
-            name: "vg0".into(),
-            extent_size: 4 * MIB,
-            free: 100 * MIB,
-        };
+        let vg = Vg { name: "vg0".into(), extent_size: 4 * MIB, free: 100 * MIB };
         assert_eq!(thick_available(&vg, 30 * MIB), 70 * MIB);
         assert_eq!(thick_available(&vg, 200 * MIB), 0);
     }
@@ -197,29 +173,17 @@ mod tests {
     fn thin_space_is_capped_by_what_the_pool_has_free() {
         let pool = |percent| [lv("pool0", 100 * MIB, "twi-a-tz--", "", percent)];
         // 12.5 % used: 87.5 MiB free, × 2 = 175 MiB < 200 MiB by the virtual sizes.
-        assert_eq!(
-            thin_available(&pool("12.50"), "pool0", fraction("2")).unwrap(),
-            175 * MIB
-        );
-        assert_eq!(
-            thin_available(&pool("0.00"), "pool0", fraction("2")).unwrap(),
-            200 * MIB
-        );
+        assert_eq!(thin_available(&pool("12.50"), "pool0", fraction("2")).unwrap(), 175 * MIB);
+        assert_eq!(thin_available(&pool("0.00"), "pool0", fraction("2")).unwrap(), 200 * MIB);
         assert_eq!(thin_available(&pool("100.00"), "pool0", fraction("2")).unwrap(), 0);
-        assert!(matches!(
-            thin_available(&pool("lots"), "pool0", Fraction::ONE),
-            Err(Error::Internal(_))
-        ));
+        assert!(matches!(thin_available(&pool("lots"), "pool0", Fraction::ONE), Err(Error::Internal(_))));
     }
 
     #[test]
     fn the_pool_must_exist_and_be_a_thin_pool() {
         let lvs = [lv("pool0", MIB, "-wi-a-----", "", "")];
         for pool in ["pool0", "pool1"] {
-            assert!(matches!(
-                thin_available(&lvs, pool, Fraction::ONE),
-                Err(Error::FailedPrecondition(_))
-            ));
+            assert!(matches!(thin_available(&lvs, pool, Fraction::ONE), Err(Error::FailedPrecondition(_))));
         }
     }
 }

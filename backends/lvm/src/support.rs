@@ -32,9 +32,7 @@ pub fn volume_type(parameters: &[(String, String)]) -> Result<Option<VolumeType>
     let mut volume_type = None;
     for (key, value) in parameters {
         if key != TYPE {
-            return Err(Error::InvalidArgument(format!(
-                "unknown StorageClass parameter {key:?} (known: {TYPE})"
-            )));
+            return Err(Error::InvalidArgument(format!("unknown StorageClass parameter {key:?} (known: {TYPE})")));
         }
         let parsed = match value.as_str() {
             "thick" => VolumeType::Thick,
@@ -46,9 +44,7 @@ pub fn volume_type(parameters: &[(String, String)]) -> Result<Option<VolumeType>
             }
         };
         if volume_type.replace(parsed).is_some() {
-            return Err(Error::InvalidArgument(format!(
-                "StorageClass parameter {TYPE:?} is given more than once"
-            )));
+            return Err(Error::InvalidArgument(format!("StorageClass parameter {TYPE:?} is given more than once")));
         }
     }
     Ok(volume_type)
@@ -67,9 +63,7 @@ pub fn snapshot_reserve_percent(settings: &Settings, parameters: &[(String, Stri
         [(key, _)] => Err(Error::InvalidArgument(format!(
             "unknown VolumeSnapshotClass parameter {key:?} (known: {SNAPSHOT_RESERVE})"
         ))),
-        _ => Err(Error::InvalidArgument(format!(
-            "VolumeSnapshotClass parameters: only {SNAPSHOT_RESERVE:?}, once"
-        ))),
+        _ => Err(Error::InvalidArgument(format!("VolumeSnapshotClass parameters: only {SNAPSHOT_RESERVE:?}, once"))),
     }
 }
 
@@ -95,15 +89,8 @@ mod tests {
         let info = info("xfs".into());
         assert_eq!(info.name, "lvm");
         assert_eq!(info.default_fs_type, "xfs");
-        assert!(
-            info.features
-                .contains(Features::CLONE_VOLUMES | Features::NODE_LOCAL | Features::BLOCK_VOLUMES)
-        );
-        assert!(
-            !info
-                .features
-                .intersects(Features::PUBLISH_UNPUBLISH | Features::MODIFY_VOLUME)
-        );
+        assert!(info.features.contains(Features::CLONE_VOLUMES | Features::NODE_LOCAL | Features::BLOCK_VOLUMES));
+        assert!(!info.features.intersects(Features::PUBLISH_UNPUBLISH | Features::MODIFY_VOLUME));
         assert!(info.topology_keys.is_empty());
         assert_eq!(info.access_modes, ACCESS_MODES);
     }
@@ -111,14 +98,8 @@ mod tests {
     #[test]
     fn volume_type_parameter() {
         assert_eq!(volume_type(&[]).unwrap(), None);
-        assert_eq!(
-            volume_type(&params(&[("type", "thick")])).unwrap(),
-            Some(VolumeType::Thick)
-        );
-        assert_eq!(
-            volume_type(&params(&[("type", "thin")])).unwrap(),
-            Some(VolumeType::Thin)
-        );
+        assert_eq!(volume_type(&params(&[("type", "thick")])).unwrap(), Some(VolumeType::Thick));
+        assert_eq!(volume_type(&params(&[("type", "thin")])).unwrap(), Some(VolumeType::Thin));
         assert!(invalid(volume_type(&params(&[("type", "Thin")]))).contains("\"Thin\""));
         assert!(invalid(volume_type(&params(&[("size", "1")]))).contains("\"size\""));
         assert!(invalid(volume_type(&params(&[("type", "thin"), ("type", "thin")]))).contains("more than once"));

@@ -99,10 +99,7 @@ pub fn for_create(kind: Kind, name: &str, source: Option<&Source>) -> Result<Vec
             name.len()
         )));
     }
-    Ok([Some(name_tag), source.map(Source::tag)]
-        .into_iter()
-        .flatten()
-        .collect())
+    Ok([Some(name_tag), source.map(Source::tag)].into_iter().flatten().collect())
 }
 
 /// What `lv` claims to be as our object of `kind`, if it is one (see the module header for
@@ -182,24 +179,15 @@ mod tests {
         let snap = Id::for_name(Kind::Snapshot, "s");
         assert_eq!(
             for_create(Kind::Volume, "pvc/ä", Some(&Source::Snapshot(snap.clone()))).unwrap(),
-            [
-                "wasmcsi.name=7076632fc3a4".to_string(),
-                format!("wasmcsi.source=snapshot:{snap}")
-            ]
+            ["wasmcsi.name=7076632fc3a4".to_string(), format!("wasmcsi.source=snapshot:{snap}")]
         );
         let volume = Id::for_name(Kind::Volume, "v");
         assert_eq!(
             for_create(Kind::Snapshot, "ab", Some(&Source::Volume(volume.clone()))).unwrap(),
-            [
-                "wasmcsi.snapshot=6162".to_string(),
-                format!("wasmcsi.source=volume:{volume}")
-            ]
+            ["wasmcsi.snapshot=6162".to_string(), format!("wasmcsi.source=volume:{volume}")]
         );
         let long = "x".repeat(600);
-        assert!(matches!(
-            for_create(Kind::Volume, &long, None),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(for_create(Kind::Volume, &long, None), Err(Error::InvalidArgument(_))));
     }
 
     #[test]
@@ -207,12 +195,7 @@ mod tests {
         let source = Source::Snapshot(Id::for_name(Kind::Snapshot, "s"));
         for (name, source) in [("pvc-1", None), ("ünïcödé name, with comma", Some(source))] {
             let tags = for_create(Kind::Volume, name, source.as_ref()).unwrap();
-            let claim = claim(
-                Kind::Volume,
-                &volume_id(name),
-                &format!("operator=x,{}", tags.join(",")),
-            )
-            .unwrap();
+            let claim = claim(Kind::Volume, &volume_id(name), &format!("operator=x,{}", tags.join(","))).unwrap();
             assert_eq!(claim.name, name);
             assert_eq!(claim.id.as_str(), volume_id(name));
             assert_eq!(claim.source, source);
@@ -232,38 +215,18 @@ mod tests {
             ("no tags", lv.clone(), String::new()),
             ("foreign tags only", lv.clone(), "a=b/c+d_e.f-g!h:i&j#k".into()),
             ("name tag of another name", lv.clone(), "wasmcsi.name=6163".into()),
-            (
-                "our tag on an LV not named by its hash",
-                "csi-a".into(),
-                "wasmcsi.name=6162".into(),
-            ),
+            ("our tag on an LV not named by its hash", "csi-a".into(), "wasmcsi.name=6162".into()),
             ("our prefix, short name", "csi-ab".into(), "wasmcsi.name=6162".into()),
             ("odd length", lv.clone(), "wasmcsi.name=616".into()),
             ("not hex", lv.clone(), "wasmcsi.name=zz".into()),
             ("uppercase hex", volume_id("\u{ab}"), "wasmcsi.name=C2AB".into()),
             ("not UTF-8", volume_id("\u{fffd}"), "wasmcsi.name=ff".into()),
-            (
-                "duplicate name tags",
-                lv.clone(),
-                "wasmcsi.name=6162,wasmcsi.name=6162".into(),
-            ),
+            ("duplicate name tags", lv.clone(), "wasmcsi.name=6162,wasmcsi.name=6162".into()),
             ("empty name tag", volume_id(""), "wasmcsi.name=".into()),
             ("snapshot tag on a volume", lv.clone(), "wasmcsi.snapshot=6162".into()),
-            (
-                "bad source",
-                lv.clone(),
-                "wasmcsi.name=6162,wasmcsi.source=volume:csi-x".into(),
-            ),
-            (
-                "two sources",
-                lv.clone(),
-                format!("wasmcsi.name=6162,{source},{source}"),
-            ),
-            (
-                "snapshot without source",
-                snap_lv.clone(),
-                "wasmcsi.snapshot=6162".into(),
-            ),
+            ("bad source", lv.clone(), "wasmcsi.name=6162,wasmcsi.source=volume:csi-x".into()),
+            ("two sources", lv.clone(), format!("wasmcsi.name=6162,{source},{source}")),
+            ("snapshot without source", snap_lv.clone(), "wasmcsi.snapshot=6162".into()),
             (
                 "snapshot of a snapshot",
                 snap_lv.clone(),
@@ -271,11 +234,7 @@ mod tests {
             ),
         ];
         for (case, lv_name, tags) in cases {
-            let kind = if lv_name.starts_with("snap-") {
-                Kind::Snapshot
-            } else {
-                Kind::Volume
-            };
+            let kind = if lv_name.starts_with("snap-") { Kind::Snapshot } else { Kind::Volume };
             assert_eq!(claim(kind, &lv_name, &tags), None, "{case}");
         }
         assert!(claim(Kind::Volume, &lv, "wasmcsi.name=6162").is_some());

@@ -88,9 +88,7 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
     }
     let requested_type = support::volume_type(&request.parameters)?;
     if let Some((key, _)) = request.mutable_parameters.first() {
-        return Err(Error::InvalidArgument(format!(
-            "unknown mutable parameter {key:?}: lvm volumes have none"
-        )));
+        return Err(Error::InvalidArgument(format!("unknown mutable parameter {key:?}: lvm volumes have none")));
     }
     node_local::check_capabilities(&request.capabilities)?;
     sizing::check_range(&request.capacity)?;
@@ -110,11 +108,7 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
         (Some(VolumeType::Thin), None) => Plan::Thin { pool: thin_pool(ctx)? },
         (Some(VolumeType::Thick) | None, None) => Plan::Thick,
     };
-    let wanted = Wanted {
-        name: &request.name,
-        range: &request.capacity,
-        plan,
-    };
+    let wanted = Wanted { name: &request.name, range: &request.capacity, plan };
     let tags = tags::for_create(Kind::Volume, &request.name, plan.source())?;
 
     let id = Id::for_name(Kind::Volume, &request.name);
@@ -141,9 +135,7 @@ pub fn create(ctx: &Ctx, request: CreateVolumeRequest) -> Result<Volume, Error> 
         request.name,
         volume.capacity_bytes,
         plan.volume_type(),
-        plan.source()
-            .map(|source| format!(" from {}", source.id()))
-            .unwrap_or_default()
+        plan.source().map(|source| format!(" from {}", source.id())).unwrap_or_default()
     ));
     Ok(volume)
 }
@@ -197,9 +189,7 @@ fn make_from(
 pub fn find(ctx: &Ctx, name: &str) -> Result<Option<Volume>, Error> {
     let id = Id::for_name(Kind::Volume, name);
     let owned = owned::find(ctx, Kind::Volume, id.as_str())?;
-    Ok(owned
-        .filter(|owned| owned.claim.name == name)
-        .map(|owned| to_volume(ctx, &owned)))
+    Ok(owned.filter(|owned| owned.claim.name == name).map(|owned| to_volume(ctx, &owned)))
 }
 
 /// Deletes a volume; one that does not exist, is not ours, or has an id this backend never
@@ -213,11 +203,8 @@ pub fn delete(ctx: &Ctx, volume_id: &str) -> Result<(), Error> {
     let Some(owned) = owned::in_list(&lvs, &id) else {
         return Ok(());
     };
-    let cow_snapshots: Vec<&str> = lvs
-        .iter()
-        .filter(|lv| lv.origin == owned.lv.name && lv.is_cow_snapshot())
-        .map(|lv| lv.name.as_str())
-        .collect();
+    let cow_snapshots: Vec<&str> =
+        lvs.iter().filter(|lv| lv.origin == owned.lv.name && lv.is_cow_snapshot()).map(|lv| lv.name.as_str()).collect();
     if !cow_snapshots.is_empty() {
         return Err(Error::FailedPrecondition(format!(
             "volume {volume_id} has COW snapshots ({}); delete them first",
@@ -225,8 +212,7 @@ pub fn delete(ctx: &Ctx, volume_id: &str) -> Result<(), Error> {
         )));
     }
     lvm::remove(ctx, volume_id)?;
-    ctx.platform
-        .info(&format!("deleted volume {:?} ({volume_id})", owned.claim.name));
+    ctx.platform.info(&format!("deleted volume {:?} ({volume_id})", owned.claim.name));
     Ok(())
 }
 
@@ -238,9 +224,8 @@ pub fn list(ctx: &Ctx, max_entries: u32, starting_token: &str) -> Result<VolumeP
     let start = paging::parse_token(Kind::Volume, starting_token)?;
     let volumes = owned::sorted(Kind::Volume, &lvm::lvs(ctx)?);
     let ids: Vec<Id> = volumes.keys().cloned().collect();
-    let (entries, next_token) = paging::page(&ids, max_entries, start.as_ref(), |id| {
-        Ok(volumes.get(id).map(|owned| to_volume(ctx, owned)))
-    })?;
+    let (entries, next_token) =
+        paging::page(&ids, max_entries, start.as_ref(), |id| Ok(volumes.get(id).map(|owned| to_volume(ctx, owned))))?;
     Ok(VolumePage { entries, next_token })
 }
 
@@ -288,18 +273,13 @@ pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expan
         sizing::ensure_space(size - current, available)?;
         lvm::extend(ctx, volume_id, size)?;
         let grown = owned::require(ctx, Kind::Volume, volume_id)?.lv.size;
-        ctx.platform.info(&format!(
-            "expanded volume {:?} ({volume_id}) from {current} to {grown} bytes",
-            owned.claim.name
-        ));
+        ctx.platform
+            .info(&format!("expanded volume {:?} ({volume_id}) from {current} to {grown} bytes", owned.claim.name));
         grown
     } else {
         current
     };
-    Ok(Expansion {
-        capacity_bytes,
-        node_expansion_required: true,
-    })
+    Ok(Expansion { capacity_bytes, node_expansion_required: true })
 }
 
 /// Activates the volume's LV on this node and names its device. The path is built from the
@@ -307,10 +287,7 @@ pub fn expand(ctx: &Ctx, volume_id: &str, range: &CapacityRange) -> Result<Expan
 /// trusted.
 pub fn node_device(ctx: &Ctx, volume_id: &str, volume_context: &[(String, String)]) -> Result<Device, Error> {
     let vg = &ctx.settings.volume_group;
-    if let Some((_, other)) = volume_context
-        .iter()
-        .find(|(key, value)| key == CONTEXT_VG && value != vg)
-    {
+    if let Some((_, other)) = volume_context.iter().find(|(key, value)| key == CONTEXT_VG && value != vg) {
         return Err(Error::FailedPrecondition(format!(
             "volume {volume_id} was made in volume group {other:?}, but this backend instance serves {vg:?}"
         )));
@@ -329,11 +306,7 @@ fn existing(ctx: &Ctx, wanted: &Wanted, lv: &Lv) -> Result<Volume, Error> {
             lv.name, wanted.name
         )));
     };
-    let actual_type = if lv.is_thin() {
-        VolumeType::Thin
-    } else {
-        VolumeType::Thick
-    };
+    let actual_type = if lv.is_thin() { VolumeType::Thin } else { VolumeType::Thick };
     let compatible = actual_type == wanted.plan.volume_type() && claim.source.as_ref() == wanted.plan.source();
     if compatible && sizing::fits(wanted.range, lv.size) {
         return Ok(to_volume(ctx, &Owned { claim, lv: lv.clone() }));

@@ -31,22 +31,22 @@ use std::time::Instant;
 
 use wasmcsi::command::Executor;
 use wasmcsi::config::{BackendConfig, CommandGrant, DirectoryGrant, GrantsConfig, Scalar};
-use wasmcsi::runtime::csi::backend::types::{Capacity, Expansion, SnapshotPage, VolumePage};
 use wasmcsi::runtime::Runtime;
+use wasmcsi::runtime::csi::backend::types::{Capacity, Expansion, SnapshotPage, VolumePage};
 use wasmcsi::runtime::http::{HttpSender, Origin, SendFuture};
 
 pub use wasmcsi::command::Output;
 pub use wasmcsi::config::LimitsConfig;
 /// Granularity of call deadlines: a call may time out up to one tick early or late.
 pub use wasmcsi::runtime::EPOCH_TICK;
+/// The remaining WIT types (pages, capacity, expansion, …).
+pub use wasmcsi::runtime::csi::backend::types;
+pub use wasmcsi::runtime::http::HttpError;
 pub use wasmcsi::runtime::{
     AccessMode, AccessType, BackendError, BackendInfo, CallError, CallState, CapacityRange, ContentSource,
     CreateVolumeRequest, Device, Features, Guest, LoadError, MountAccess, Secrets, Snapshot, Store, Volume,
     VolumeCapability,
 };
-pub use wasmcsi::runtime::http::HttpError;
-/// The remaining WIT types (pages, capacity, expansion, …).
-pub use wasmcsi::runtime::csi::backend::types;
 
 /// A backend's string pairs: parameters, contexts, settings.
 pub type Params = Vec<(String, String)>;
@@ -100,7 +100,14 @@ pub fn fail(code: i32, stderr: &[u8]) -> Output {
 }
 
 impl Executor for FakeExec {
-    fn run(&self, program: &Path, args: &[String], stdin: &[u8], _deadline: Instant, _cap: usize) -> std::io::Result<Output> {
+    fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        stdin: &[u8],
+        _deadline: Instant,
+        _cap: usize,
+    ) -> std::io::Result<Output> {
         let call = ExecCall { program: program.display().to_string(), args: args.to_vec(), stdin: stdin.to_vec() };
         // Recorded before answering, so a responder that panics still leaves its call on record.
         self.calls.lock().unwrap().push(call.clone());
@@ -155,13 +162,24 @@ impl FakeHttp {
 }
 
 impl HttpSender for FakeHttp {
-    fn send(&self, _origin: &Origin, request: http::Request<bytes::Bytes>, _options: Option<wasmcsi::runtime::http::RequestOptions>, max_response: usize) -> SendFuture {
+    fn send(
+        &self,
+        _origin: &Origin,
+        request: http::Request<bytes::Bytes>,
+        _options: Option<wasmcsi::runtime::http::RequestOptions>,
+        max_response: usize,
+    ) -> SendFuture {
         let headers = request
             .headers()
             .iter()
             .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
             .collect();
-        let call = HttpCall { method: request.method().to_string(), uri: request.uri().to_string(), headers, body: request.body().to_vec() };
+        let call = HttpCall {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            headers,
+            body: request.body().to_vec(),
+        };
         self.calls.lock().unwrap().push(call.clone());
         let answer = (self.responder.lock().unwrap())(&call).and_then(|(status, body)| {
             if body.len() > max_response {
@@ -252,7 +270,11 @@ impl Builder {
             .guest_dirs
             .iter()
             .enumerate()
-            .map(|(i, guest)| DirectoryGrant { host: temp.path().join(format!("grant{i}")), guest: guest.clone(), read_only: false })
+            .map(|(i, guest)| DirectoryGrant {
+                host: temp.path().join(format!("grant{i}")),
+                guest: guest.clone(),
+                read_only: false,
+            })
             .collect();
         let config = BackendConfig {
             name: "test".into(),
@@ -268,7 +290,8 @@ impl Builder {
             limits: self.limits,
             settings: self.settings,
         };
-        let mut runtime = Runtime::new(&shared_cache_dir(), exec.clone(), config.limits.concurrency as u32).expect("start the wasm runtime");
+        let mut runtime = Runtime::new(&shared_cache_dir(), exec.clone(), config.limits.concurrency as u32)
+            .expect("start the wasm runtime");
         runtime.set_http_sender(http.clone());
         let backend = {
             // One load at a time per process: parallel tests would otherwise all compile the
@@ -287,7 +310,8 @@ static LOADING: Mutex<()> = Mutex::new(());
 /// binaries (`target/<profile>/`) rather than in a shared, world-writable temp directory:
 /// the host loads a cache entry as trusted code.
 fn shared_cache_dir() -> PathBuf {
-    let beside_binaries = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.join("wasmcsi-testkit-cache")));
+    let beside_binaries =
+        std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.join("wasmcsi-testkit-cache")));
     beside_binaries.unwrap_or_else(|| std::env::temp_dir().join("wasmcsi-testkit-cache"))
 }
 
@@ -393,7 +417,12 @@ impl TestHost {
         self.call(move |g, s| g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref()))
     }
 
-    pub fn expand_volume(&self, volume_id: &str, required_bytes: u64, limit_bytes: u64) -> Result<Expansion, CallError> {
+    pub fn expand_volume(
+        &self,
+        volume_id: &str,
+        required_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<Expansion, CallError> {
         let id = volume_id.to_owned();
         self.call(move |g, s| g.call_expand_volume(s, &id, CapacityRange { required_bytes, limit_bytes }))
     }
@@ -403,7 +432,12 @@ impl TestHost {
         self.call(move |g, s| g.call_modify_volume(s, &id, &mutable_parameters))
     }
 
-    pub fn create_snapshot(&self, source_volume_id: &str, name: &str, parameters: Params) -> Result<Snapshot, CallError> {
+    pub fn create_snapshot(
+        &self,
+        source_volume_id: &str,
+        name: &str,
+        parameters: Params,
+    ) -> Result<Snapshot, CallError> {
         let (source, name) = (source_volume_id.to_owned(), name.to_owned());
         self.call(move |g, s| g.call_create_snapshot(s, &source, &name, &parameters))
     }
@@ -447,7 +481,12 @@ impl TestHost {
         self.call(move |g, s| g.call_controller_unpublish(s, &id, &node))
     }
 
-    pub fn node_device(&self, volume_id: &str, volume_context: Params, publish_context: Params) -> Result<Device, CallError> {
+    pub fn node_device(
+        &self,
+        volume_id: &str,
+        volume_context: Params,
+        publish_context: Params,
+    ) -> Result<Device, CallError> {
         let id = volume_id.to_owned();
         self.call(move |g, s| g.call_node_device(s, &id, &volume_context, &publish_context))
     }

@@ -98,8 +98,9 @@ impl Ec2Kit {
 
     fn publish(&self, volume_id: &str, node_id: &str) -> Result<Params, CallError> {
         let (id, node) = (volume_id.to_owned(), node_id.to_owned());
-        self.kit
-            .call_with_secrets(secrets(), move |g, s| g.call_controller_publish(s, &id, &node, &block(), false, &Vec::new()))
+        self.kit.call_with_secrets(secrets(), move |g, s| {
+            g.call_controller_publish(s, &id, &node, &block(), false, &Vec::new())
+        })
     }
 
     fn unpublish(&self, volume_id: &str, node_id: &str) -> Result<(), CallError> {
@@ -124,9 +125,15 @@ impl Ec2Kit {
             assert_eq!(date.len(), 16, "{date}");
             assert!(date.ends_with('Z') && date.as_bytes()[8] == b'T', "{date}");
             let authorization = call.header("authorization").expect("authorization");
-            let credential = format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/{}/us-east-1/ec2/aws4_request, ", &date[..8]);
+            let credential =
+                format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/{}/us-east-1/ec2/aws4_request, ", &date[..8]);
             assert!(authorization.starts_with(&credential), "{authorization}");
-            assert!(authorization.contains("SignedHeaders=content-length;content-type;host;x-amz-date;x-amz-security-token, Signature="), "{authorization}");
+            assert!(
+                authorization.contains(
+                    "SignedHeaders=content-length;content-type;host;x-amz-date;x-amz-security-token, Signature="
+                ),
+                "{authorization}"
+            );
             assert_eq!(call.header("x-amz-security-token"), Some(SESSION_TOKEN));
         }
         assert_eq!(self.ec2.bad_signatures(), 0);
@@ -240,10 +247,7 @@ fn real_response_documents_are_read() {
     assert_eq!(volume.id, "vol-1234567890abcdef0");
     assert_eq!(volume.capacity_bytes, 80 * GIB);
     assert_eq!(volume.accessible_topology, [params(&[(ZONE_KEY, "us-east-1a")])]);
-    assert_eq!(
-        volume.content_source,
-        Some(backend_testkit::ContentSource::Snapshot("snap-1234567890abcdef0".into()))
-    );
+    assert_eq!(volume.content_source, Some(backend_testkit::ContentSource::Snapshot("snap-1234567890abcdef0".into())));
     // EC2's error document: `InvalidVolume.NotFound`.
     cloud.ec2.script_raw(400, include_str!("../../cloud-disk/fixtures/error.xml"));
     let error = failure(cloud.get("vol-1234567890abcdef0"));
@@ -257,10 +261,7 @@ fn real_response_documents_are_read() {
 fn missing_credentials_are_named_and_nothing_is_sent() {
     let ungranted = start(|b| b);
     let missing = failure(ungranted.kit.node_topology());
-    assert!(
-        matches!(&missing, BackendError::FailedPrecondition(m) if m.contains("AWS_ACCESS_KEY_ID")),
-        "{missing:?}"
-    );
+    assert!(matches!(&missing, BackendError::FailedPrecondition(m) if m.contains("AWS_ACCESS_KEY_ID")), "{missing:?}");
     assert!(ungranted.kit.http().calls().is_empty());
 }
 
@@ -276,7 +277,8 @@ fn credential_failures_are_failed_precondition_without_credentials() {
     // Not retried: a refused signature does not pass on a second try.
     assert_eq!(cloud.kit.http().calls().len(), 1);
 
-    let leak = format!("The key {ACCESS_KEY_ID} with secret {SECRET_ACCESS_KEY} and token {SESSION_TOKEN} is not valid");
+    let leak =
+        format!("The key {ACCESS_KEY_ID} with secret {SECRET_ACCESS_KEY} and token {SESSION_TOKEN} is not valid");
     cloud.ec2.script("DescribeVolumes", Scripted::Error(401, "AuthFailure", leak));
     let error = failure(cloud.get("vol-0123456789abcdef0"));
     assert!(
@@ -337,10 +339,7 @@ fn throttling_and_server_errors_are_retried() {
         cloud.ec2.script("DescribeVolumes", Scripted::throttle());
     }
     let throttled = failure(cloud.get(&volume.id));
-    assert!(
-        matches!(&throttled, BackendError::Unavailable(m) if m.contains("RequestLimitExceeded")),
-        "{throttled:?}"
-    );
+    assert!(matches!(&throttled, BackendError::Unavailable(m) if m.contains("RequestLimitExceeded")), "{throttled:?}");
     cloud.assert_all_signed();
 }
 
@@ -354,7 +353,9 @@ fn ec2_errors_map_to_csi_codes() {
     assert!(matches!(no_such_id, BackendError::NotFound(_)), "{no_such_id:?}");
 
     let volume = cloud.ec2.add_volume(10, ZONE, &[("CSIVolumeName", "pvc-x")]);
-    cloud.ec2.script("AttachVolume", Scripted::Error(400, "AttachmentLimitExceeded", "Attachment limit exceeded".into()));
+    cloud
+        .ec2
+        .script("AttachVolume", Scripted::Error(400, "AttachmentLimitExceeded", "Attachment limit exceeded".into()));
     let limit = failure(cloud.publish(&volume, NODE_ID));
     assert!(matches!(&limit, BackendError::ResourceExhausted(m) if m.contains("AttachmentLimitExceeded")), "{limit:?}");
 
@@ -449,9 +450,12 @@ fn capacity_is_the_volume_type_size_range() {
     assert_eq!(range(capacity(&[]).unwrap()), (16_384 * GIB, 16_384 * GIB, 125 * GIB));
     assert_eq!(range(capacity(&[("type", "gp3")]).unwrap()), (16_384 * GIB, 16_384 * GIB, GIB));
     assert_eq!(range(capacity(&[("type", "io2"), ("iops", "1000")]).unwrap()), (65_536 * GIB, 65_536 * GIB, 4 * GIB));
-    let zoned = cloud.kit.get_capacity(vec![block()], params(&[("type", "standard")]), Some(params(&[(ZONE_KEY, ZONE)])));
+    let zoned =
+        cloud.kit.get_capacity(vec![block()], params(&[("type", "standard")]), Some(params(&[(ZONE_KEY, ZONE)])));
     assert_eq!(range(zoned.unwrap()), (1_024 * GIB, 1_024 * GIB, GIB));
-    for bad in [&[("type", "gp9")][..], &[("type", "io1")], &[("throughput", "250"), ("type", "gp2")], &[("color", "red")]] {
+    for bad in
+        [&[("type", "gp9")][..], &[("type", "io1")], &[("throughput", "250"), ("type", "gp2")], &[("color", "red")]]
+    {
         let error = failure(capacity(bad));
         assert!(matches!(error, BackendError::InvalidArgument(_)), "{bad:?}: {error:?}");
     }

@@ -192,7 +192,8 @@ fn create_without_a_range_gets_the_default_size_as_a_sparse_file() {
     assert_eq!(file_len(&image), GIB);
     assert!(allocated(&image) < MIB, "image is sparse: {} bytes allocated", allocated(&image));
 
-    let meta: serde_json::Value = serde_json::from_slice(&fs::read(volume_dir(&kit, &volume.id).join("meta.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(volume_dir(&kit, &volume.id).join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["name"], "pvc-1");
     assert_eq!(meta["capacity_bytes"], GIB);
     assert_same!(kit.get_volume(&volume.id).unwrap(), volume);
@@ -417,7 +418,9 @@ fn malformed_ids_are_not_found_and_touch_nothing_outside() {
 
     let inside = format!("../snapshots/{}", snapshot.id);
     let wrong_prefix = volume.id.replacen("v-", "s-", 1);
-    for id in ["../../etc", "", "../../victim", "../../../victim", &inside, &wrong_prefix, "v-", &volume.id.to_uppercase()] {
+    for id in
+        ["../../etc", "", "../../victim", "../../../victim", &inside, &wrong_prefix, "v-", &volume.id.to_uppercase()]
+    {
         assert_err!(kit.get_volume(id), NotFound);
         assert_err!(kit.node_device(id, vec![], vec![]), NotFound);
         assert_err!(kit.expand_volume(id, 2 * MIB, 0), NotFound);

@@ -115,14 +115,7 @@ struct FakeLvm {
 
 impl FakeLvm {
     fn new() -> FakeLvm {
-        FakeLvm {
-            rows: Vec::new(),
-            config: None,
-            thin_chunk: EXTENT,
-            canned: Vec::new(),
-            made: 0,
-            runs: 0,
-        }
+        FakeLvm { rows: Vec::new(), config: None, thin_chunk: EXTENT, canned: Vec::new(), made: 0, runs: 0 }
     }
 
     /// Adds a thin pool of `size` bytes (taken from the volume group).
@@ -145,13 +138,7 @@ impl FakeLvm {
     }
 
     fn free_extents(&self) -> u64 {
-        VG_EXTENTS
-            - self
-                .rows
-                .iter()
-                .filter(|row| row.uses_vg_space())
-                .map(|row| row.size / EXTENT)
-                .sum::<u64>()
+        VG_EXTENTS - self.rows.iter().filter(|row| row.uses_vg_space()).map(|row| row.size / EXTENT).sum::<u64>()
     }
 
     /// Answers the next call of `subcommand` with `output`, whatever it asks.
@@ -205,12 +192,7 @@ impl FakeLvm {
         ];
         let row: Option<Vec<String>> = columns
             .iter()
-            .map(|column| {
-                values
-                    .iter()
-                    .find(|(name, _)| name == column)
-                    .map(|(_, value)| json_field(column, value))
-            })
+            .map(|column| values.iter().find(|(name, _)| name == column).map(|(_, value)| json_field(column, value)))
             .collect();
         match row {
             Some(row) => ok(report("vg", &[row]).as_bytes()),
@@ -226,25 +208,13 @@ impl FakeLvm {
         if vg != VG {
             return no_vg(vg, "lv");
         }
-        let rows: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|row| name.is_none_or(|name| row.name == name))
-            .collect();
+        let rows: Vec<&Row> = self.rows.iter().filter(|row| name.is_none_or(|name| row.name == name)).collect();
         if rows.is_empty() && name.is_some() {
-            return Output {
-                stdout: report("lv", &[]).into_bytes(),
-                ..failed_to_find(target)
-            };
+            return Output { stdout: report("lv", &[]).into_bytes(), ..failed_to_find(target) };
         }
         let rendered: Option<Vec<Vec<String>>> = rows
             .iter()
-            .map(|row| {
-                columns
-                    .iter()
-                    .map(|column| Some(json_field(column, &row.column(column)?)))
-                    .collect()
-            })
+            .map(|row| columns.iter().map(|column| Some(json_field(column, &row.column(column)?))).collect())
             .collect();
         match rendered {
             Some(rendered) => ok(report("lv", &rendered).as_bytes()),
@@ -293,11 +263,7 @@ impl FakeLvm {
         }
         self.made += 1;
         let time = format!("2026-11-21 12:{:02}:{:02} +0000", self.made / 60, self.made % 60);
-        let base = Row {
-            tags,
-            time,
-            ..Row::thick(&name, 0, &[])
-        };
+        let base = Row { tags, time, ..Row::thick(&name, 0, &[]) };
         let row = match (snapshot, target.split_once('/'), size, virtual_size, pool) {
             (true, Some((VG, origin)), size, None, None) => {
                 let Some(origin_row) = self.row(origin).cloned() else {
@@ -317,12 +283,7 @@ impl FakeLvm {
                             return no_space;
                         }
                         self.row_mut(origin).attr = "owi-a-s---".into();
-                        Row {
-                            size,
-                            attr: "swi-a-s---".into(),
-                            origin: origin.into(),
-                            ..base
-                        }
+                        Row { size, attr: "swi-a-s---".into(), origin: origin.into(), ..base }
                     }
                     _ => return refuse(format!("snapshot of {origin_row:?} with {rest:?}")),
                 }
@@ -333,13 +294,7 @@ impl FakeLvm {
                     _ => return fail(5, format!("  Logical volume {pool} is not a thin pool.\n").as_bytes()),
                 }
                 let size = size.next_multiple_of(self.thin_chunk);
-                Row {
-                    size,
-                    attr: "Vwi-a-tz--".into(),
-                    pool,
-                    segtype: "thin".into(),
-                    ..base
-                }
+                Row { size, attr: "Vwi-a-tz--".into(), pool, segtype: "thin".into(), ..base }
             }
             (false, None, Some(size), None, None) if target == VG && wipe => {
                 if let Some(no_space) = self.no_space_for(size) {
@@ -413,10 +368,7 @@ impl FakeLvm {
             }
         }
         if row.volume_type() == 's'
-            && !self
-                .rows
-                .iter()
-                .any(|other| other.origin == row.origin && other.volume_type() == 's')
+            && !self.rows.iter().any(|other| other.origin == row.origin && other.volume_type() == 's')
         {
             self.row_mut(&row.origin).attr = "-wi-a-----".into();
         }
@@ -436,10 +388,7 @@ impl FakeLvm {
 
 /// LVM's tag rules: `[A-Za-z0-9_+.-/=!:&#]`, at most 1024 characters.
 fn is_lvm_tag(tag: &str) -> bool {
-    tag.len() <= 1024
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_+.-/=!:&#".contains(&b))
+    tag.len() <= 1024 && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+.-/=!:&#".contains(&b))
 }
 
 /// What the fake answers to a call the backend should never make: the test then fails on
@@ -455,26 +404,16 @@ fn failed_to_find(path: &str) -> Output {
 fn no_vg(vg: &str, section: &str) -> Output {
     Output {
         stdout: report(section, &[]).into_bytes(),
-        ..fail(
-            5,
-            format!("  Volume group \"{vg}\" not found\n  Cannot process volume group {vg}\n").as_bytes(),
-        )
+        ..fail(5, format!("  Volume group \"{vg}\" not found\n  Cannot process volume group {vg}\n").as_bytes())
     }
 }
 
 /// `--reportformat json --units b --nosuffix -o <columns> <target>`, exactly.
 fn report_args<'a>(rest: &[&'a str]) -> Option<(Vec<&'a str>, &'a str)> {
     match rest {
-        [
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            columns,
-            target,
-        ] => Some((columns.split(',').collect(), target)),
+        ["--reportformat", "json", "--units", "b", "--nosuffix", "-o", columns, target] => {
+            Some((columns.split(',').collect(), target))
+        }
         _ => None,
     }
 }
@@ -491,15 +430,8 @@ fn json_field(column: &str, value: &str) -> String {
 
 /// A report laid out as lvm 2.03.16 prints it.
 fn report(section: &str, rows: &[Vec<String>]) -> String {
-    let rows: Vec<String> = rows
-        .iter()
-        .map(|fields| format!("                  {{{}}}", fields.join(", ")))
-        .collect();
-    let rows = if rows.is_empty() {
-        String::new()
-    } else {
-        format!("{}\n", rows.join(",\n"))
-    };
+    let rows: Vec<String> = rows.iter().map(|fields| format!("                  {{{}}}", fields.join(", "))).collect();
+    let rows = if rows.is_empty() { String::new() } else { format!("{}\n", rows.join(",\n")) };
     format!(
         "  {{\n      \"report\": [\n          {{\n              \"{section}\": [\n{rows}              ]\n          }}\n      ]\n  }}\n"
     )
@@ -528,10 +460,7 @@ impl Lvm {
 
     /// Only the commands that change something.
     fn changes(&self) -> Vec<String> {
-        self.commands()
-            .into_iter()
-            .filter(|c| !c.starts_with("lvs ") && !c.starts_with("vgs "))
-            .collect()
+        self.commands().into_iter().filter(|c| !c.starts_with("lvs ") && !c.starts_with("vgs ")).collect()
     }
 }
 
@@ -580,8 +509,7 @@ fn create(lvm: &Lvm, name: &str, required: u64, limit: u64) -> Result<Volume, Ca
 }
 
 fn create_typed(lvm: &Lvm, name: &str, required: u64, volume_type: &str) -> Result<Volume, CallError> {
-    lvm.kit
-        .create_volume(with_params(volume_request(name, required, 0), &[("type", volume_type)]))
+    lvm.kit.create_volume(with_params(volume_request(name, required, 0), &[("type", volume_type)]))
 }
 
 fn create_from(lvm: &Lvm, name: &str, required: u64, source: ContentSource) -> Result<Volume, CallError> {
@@ -654,47 +582,25 @@ fn info_declares_a_node_local_block_backend() {
     );
     assert!(info.topology_keys.is_empty());
     assert_eq!(info.default_fs_type, "ext4");
-    assert_eq!(
-        load_with(FakeLvm::new(), &[("default-fs-type", "xfs")])
-            .kit
-            .info()
-            .default_fs_type,
-        "xfs"
-    );
+    assert_eq!(load_with(FakeLvm::new(), &[("default-fs-type", "xfs")]).kit.info().default_fs_type, "xfs");
 }
 
 #[test]
 fn the_load_checks_the_volume_group_and_the_thin_pool() {
     let fake = Arc::new(Mutex::new(FakeLvm::new().with_pool("pool0", 64 * MIB, "")));
-    let kit = builder(&fake)
-        .setting("volume-group", VG)
-        .setting("thin-pool", "pool0")
-        .build()
-        .unwrap();
+    let kit = builder(&fake).setting("volume-group", VG).setting("thin-pool", "pool0").build().unwrap();
     let commands: Vec<String> = kit.exec().calls().iter().map(|call| call.args.join(" ")).collect();
     assert_eq!(commands, [report_vgs(), report_lvs("vg0/pool0")]);
 
     let err = builder(&fake).setting("volume-group", "nosuchvg").build().unwrap_err();
-    assert!(
-        err.reason
-            .contains("volume group \"nosuchvg\" (setting volume-group) cannot be used"),
-        "{err}"
-    );
+    assert!(err.reason.contains("volume group \"nosuchvg\" (setting volume-group) cannot be used"), "{err}");
     assert!(err.reason.contains("Volume group \"nosuchvg\" not found"), "{err}");
 
-    let err = builder(&fake)
-        .setting("volume-group", VG)
-        .setting("thin-pool", "pool1")
-        .build()
-        .unwrap_err();
+    let err = builder(&fake).setting("volume-group", VG).setting("thin-pool", "pool1").build().unwrap_err();
     assert!(err.reason.contains("thin pool \"pool1\" does not exist"), "{err}");
 
     fake.lock().unwrap().rows.push(Row::thick("plain", EXTENT, &[]));
-    let err = builder(&fake)
-        .setting("volume-group", VG)
-        .setting("thin-pool", "plain")
-        .build()
-        .unwrap_err();
+    let err = builder(&fake).setting("volume-group", VG).setting("thin-pool", "plain").build().unwrap_err();
     assert!(err.reason.contains("\"plain\" is not a thin pool"), "{err}");
 }
 
@@ -703,32 +609,14 @@ fn settings_are_strict_and_checked_before_any_lvm_runs() {
     let fake = Arc::new(Mutex::new(FakeLvm::new()));
     let cases: [(&[(&str, &str)], &str); 9] = [
         (&[], "\"volume-group\" is required"),
-        (
-            &[("volume-group", VG), ("volume_group", VG)],
-            "unknown setting \"volume_group\"",
-        ),
+        (&[("volume-group", VG), ("volume_group", VG)], "unknown setting \"volume_group\""),
         (&[("volume-group", "-vg0")], "must be an LVM name"),
-        (
-            &[("volume-group", VG), ("thin-pool", "../x")],
-            "\"thin-pool\" must be an LVM name",
-        ),
-        (
-            &[("volume-group", VG), ("thin-overprovision-ratio", "0.5")],
-            "thin-overprovision-ratio",
-        ),
-        (
-            &[("volume-group", VG), ("snapshot-reserve-percent", "0")],
-            "snapshot-reserve-percent",
-        ),
+        (&[("volume-group", VG), ("thin-pool", "../x")], "\"thin-pool\" must be an LVM name"),
+        (&[("volume-group", VG), ("thin-overprovision-ratio", "0.5")], "thin-overprovision-ratio"),
+        (&[("volume-group", VG), ("snapshot-reserve-percent", "0")], "snapshot-reserve-percent"),
         (&[("volume-group", VG), ("lvm", "lvm")], "absolute path"),
-        (
-            &[("volume-group", VG), ("optional", "yes")],
-            "\"optional\" must be true or false",
-        ),
-        (
-            &[("volume-group", "nosuchvg"), ("optional", "True")],
-            "\"optional\" must be true or false",
-        ),
+        (&[("volume-group", VG), ("optional", "yes")], "\"optional\" must be true or false"),
+        (&[("volume-group", "nosuchvg"), ("optional", "True")], "\"optional\" must be true or false"),
     ];
     for (settings, needle) in cases {
         let mut builder = builder(&fake);
@@ -739,11 +627,7 @@ fn settings_are_strict_and_checked_before_any_lvm_runs() {
         assert!(err.reason.contains("settings rejected"), "{settings:?}: {err}");
         assert!(err.reason.contains(needle), "{settings:?}: {err}");
     }
-    assert_eq!(
-        fake.lock().unwrap().runs,
-        0,
-        "bad settings stop the load before any lvm runs"
-    );
+    assert_eq!(fake.lock().unwrap().runs, 0, "bad settings stop the load before any lvm runs");
 }
 
 #[test]
@@ -760,11 +644,7 @@ fn every_command_runs_the_configured_lvm_with_the_configured_config() {
     assert!(calls.len() >= 10, "{calls:?}");
     for call in calls {
         assert_eq!(call.program, LVM);
-        assert_eq!(
-            call.args[1..3],
-            ["--config".to_string(), config.to_string()],
-            "{call:?}"
-        );
+        assert_eq!(call.args[1..3], ["--config".to_string(), config.to_string()], "{call:?}");
         assert!(call.stdin.is_empty());
     }
 }
@@ -801,9 +681,7 @@ fn an_optional_instance_without_its_volume_group_serves_nothing() {
     };
     assert_eq!(commands(&kit), [report_vgs_of("vg1")], "the load only looks for the VG");
 
-    let capacity = kit
-        .get_capacity(volume_request("x", 0, 0).capabilities, vec![], None)
-        .unwrap();
+    let capacity = kit.get_capacity(volume_request("x", 0, 0).capabilities, vec![], None).unwrap();
     assert_eq!(capacity.available_bytes, 0);
     assert_eq!(capacity.maximum_volume_size, 0);
     let thin = kit.get_capacity(vec![], params(&[("type", "thin")]), None).unwrap();
@@ -887,10 +765,7 @@ fn an_optional_instance_still_fails_on_lvm_failures_other_than_no_volume_group()
     type IsExpected = fn(&BackendError) -> bool;
     let cases: [(&str, IsExpected); 2] = [
         ("  Something nobody expected.", |e| matches!(e, BackendError::Internal(_))),
-        (
-            "  Global lock failed: check that global lockspace is started",
-            |e| matches!(e, BackendError::Unavailable(_)),
-        ),
+        ("  Global lock failed: check that global lockspace is started", |e| matches!(e, BackendError::Unavailable(_))),
     ];
     for (stderr, expected) in cases {
         fake.lock().unwrap().can("vgs", fail(5, format!("{stderr}\n").as_bytes()));
@@ -901,11 +776,7 @@ fn an_optional_instance_still_fails_on_lvm_failures_other_than_no_volume_group()
         assert!(expected(&error), "{stderr}: {error:?}");
     }
     // And a missing VG without optional stays fatal (see the_load_checks_the_volume_group_and_the_thin_pool).
-    let err = builder(&fake)
-        .setting("volume-group", "vg1")
-        .setting("optional", "false")
-        .build()
-        .unwrap_err();
+    let err = builder(&fake).setting("volume-group", "vg1").setting("optional", "false").build().unwrap_err();
     assert!(err.reason.contains("Volume group \"vg1\" not found"), "{err}");
 }
 
@@ -919,10 +790,7 @@ fn create_rounds_up_to_extents_tags_the_lv_and_reports_its_real_size() {
     let lv = id("csi-", "pvc-1");
     assert_eq!(volume.id, lv);
     assert_eq!(volume.capacity_bytes, 12 * MIB);
-    assert_eq!(
-        volume.context,
-        params(&[("lvm/volume-group", VG), ("lvm/logical-volume", &lv)])
-    );
+    assert_eq!(volume.context, params(&[("lvm/volume-group", VG), ("lvm/logical-volume", &lv)]));
     assert_eq!(volume.content_source, None);
     assert!(volume.accessible_topology.is_empty());
     assert_eq!(
@@ -937,10 +805,7 @@ fn create_rounds_up_to_extents_tags_the_lv_and_reports_its_real_size() {
             report_lvs(&format!("vg0/{lv}")),
         ]
     );
-    assert_eq!(
-        lvm.fake().row(&lv).unwrap().tags,
-        [format!("wasmcsi.name={}", hex("pvc-1"))]
-    );
+    assert_eq!(lvm.fake().row(&lv).unwrap().tags, [format!("wasmcsi.name={}", hex("pvc-1"))]);
     assert_eq!(lvm.kit.get_volume(&lv).unwrap(), volume);
     assert_eq!(lvm.kit.find_volume("pvc-1").unwrap(), Some(volume));
     assert_eq!(lvm.kit.find_volume("pvc-2").unwrap(), None);
@@ -950,11 +815,7 @@ fn create_rounds_up_to_extents_tags_the_lv_and_reports_its_real_size() {
 fn create_sizes_without_a_required_size() {
     let lvm = lvm();
     let limited = create(&lvm, "limited", 0, 10 * MIB + 1).unwrap();
-    assert_eq!(
-        limited.capacity_bytes,
-        8 * MIB,
-        "the largest whole extents within the limit"
-    );
+    assert_eq!(limited.capacity_bytes, 8 * MIB, "the largest whole extents within the limit");
     lvm.kit.delete_volume(&limited.id).unwrap();
     assert_eq!(create(&lvm, "unset", 0, 0).unwrap().capacity_bytes, GIB);
 }
@@ -993,18 +854,13 @@ fn a_create_that_loses_a_race_returns_the_winners_volume() {
     let lv = id("csi-", "pvc-1");
     // The winner's LV appears between the backend's lookup and its lvcreate.
     let mut fake = lvm.fake();
-    fake.rows
-        .push(Row::thick(&lv, 8 * MIB, &[&format!("wasmcsi.name={}", hex("pvc-1"))]));
+    fake.rows.push(Row::thick(&lv, 8 * MIB, &[&format!("wasmcsi.name={}", hex("pvc-1"))]));
     fake.can("lvs", failed_to_find(&format!("vg0/{lv}")));
     drop(fake);
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
     assert_eq!(volume.capacity_bytes, 8 * MIB);
     let commands = lvm.commands();
-    assert_eq!(
-        commands.iter().filter(|c| c.starts_with("lvcreate")).count(),
-        1,
-        "{commands:?}"
-    );
+    assert_eq!(commands.iter().filter(|c| c.starts_with("lvcreate")).count(), 1, "{commands:?}");
     assert_eq!(lvm.fake().rows.len(), 1);
 
     let mut fake = lvm.fake();
@@ -1017,10 +873,7 @@ fn a_create_that_loses_a_race_returns_the_winners_volume() {
 fn thick_create_needs_free_space_beyond_the_reserve_before_lvcreate() {
     let lvm = load_with(FakeLvm::new(), &[("reserve", &(GIB / 2).to_string())]);
     let message = assert_err!(create(&lvm, "big", GIB / 2 + 1, 0), ResourceExhausted);
-    assert!(
-        message.contains(&format!("only {} bytes are free", GIB / 2)),
-        "{message}"
-    );
+    assert!(message.contains(&format!("only {} bytes are free", GIB / 2)), "{message}");
     assert!(lvm.changes().is_empty());
     assert_eq!(create(&lvm, "fits", GIB / 2, 0).unwrap().capacity_bytes, GIB / 2);
     assert_err!(create(&lvm, "more", EXTENT, 0), ResourceExhausted);
@@ -1034,17 +887,10 @@ fn thin_create_argv_and_truthful_size() {
     let lvm = load_with(fake, &[("thin-pool", "pool0")]);
     let volume = create_typed(&lvm, "pvc-1", 10 * MIB, "thin").unwrap();
     let lv = id("csi-", "pvc-1");
-    assert_eq!(
-        volume.capacity_bytes,
-        16 * MIB,
-        "the size lvm made, not the one asked for"
-    );
+    assert_eq!(volume.capacity_bytes, 16 * MIB, "the size lvm made, not the one asked for");
     assert_eq!(
         lvm.changes(),
-        [format!(
-            "lvcreate --yes -n {lv} -V 12582912b --thinpool pool0 --addtag wasmcsi.name={} vg0",
-            hex("pvc-1")
-        )]
+        [format!("lvcreate --yes -n {lv} -V 12582912b --thinpool pool0 --addtag wasmcsi.name={} vg0", hex("pvc-1"))]
     );
     let row = lvm.fake().row(&lv).unwrap().clone();
     assert_eq!((row.attr.as_str(), row.pool.as_str()), ("Vwi-a-tz--", "pool0"));
@@ -1058,10 +904,7 @@ fn thin_create_is_bounded_by_the_overprovisioned_pool() {
     let lvm = thin_lvm(100 * MIB, &[("thin-overprovision-ratio", "2")]);
     create_typed(&lvm, "a", 120 * MIB, "thin").unwrap();
     let message = assert_err!(create_typed(&lvm, "b", 84 * MIB, "thin"), ResourceExhausted);
-    assert!(
-        message.contains(&format!("only {} bytes are free", 80 * MIB)),
-        "{message}"
-    );
+    assert!(message.contains(&format!("only {} bytes are free", 80 * MIB)), "{message}");
     create_typed(&lvm, "b", 80 * MIB, "thin").unwrap();
     assert_err!(create_typed(&lvm, "c", EXTENT, "thin"), ResourceExhausted);
     assert_eq!(lvm.changes().len(), 2);
@@ -1102,18 +945,12 @@ fn create_checks_its_parameters() {
 fn capacity_of_thick_volumes_is_vg_free_less_reserve() {
     let lvm = load_with(FakeLvm::new(), &[("reserve", &(100 * MIB + 1).to_string())]);
     create(&lvm, "pvc-1", 200 * MIB, 0).unwrap();
-    let capacity = lvm
-        .kit
-        .get_capacity(volume_request("x", 0, 0).capabilities, vec![], None)
-        .unwrap();
+    let capacity = lvm.kit.get_capacity(volume_request("x", 0, 0).capabilities, vec![], None).unwrap();
     let available = GIB - 200 * MIB - (100 * MIB + 1);
     assert_eq!(capacity.available_bytes, available);
     assert_eq!(capacity.maximum_volume_size, 720 * MIB, "whole extents");
     assert_eq!(capacity.minimum_volume_size, EXTENT);
-    let typed = lvm
-        .kit
-        .get_capacity(vec![], params(&[("type", "thick")]), None)
-        .unwrap();
+    let typed = lvm.kit.get_capacity(vec![], params(&[("type", "thick")]), None).unwrap();
     assert_eq!(typed, capacity);
 }
 
@@ -1151,11 +988,7 @@ fn capacity_for_volumes_this_backend_cannot_make_is_zero() {
     ] {
         let capacity = lvm.kit.get_capacity(capabilities, parameters.clone(), None).unwrap();
         assert_eq!(
-            (
-                capacity.available_bytes,
-                capacity.maximum_volume_size,
-                capacity.minimum_volume_size
-            ),
+            (capacity.available_bytes, capacity.maximum_volume_size, capacity.minimum_volume_size),
             (0, 0, 0),
             "{parameters:?}"
         );
@@ -1171,21 +1004,11 @@ fn delete_is_idempotent() {
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
     lvm.commands();
     lvm.kit.delete_volume(&volume.id).unwrap();
-    assert_eq!(
-        lvm.commands(),
-        [report_lvs(VG), format!("lvremove --yes vg0/{}", volume.id)]
-    );
+    assert_eq!(lvm.commands(), [report_lvs(VG), format!("lvremove --yes vg0/{}", volume.id)]);
     assert!(lvm.fake().rows.is_empty());
     lvm.kit.delete_volume(&volume.id).unwrap();
     assert_eq!(lvm.commands(), [report_lvs(VG)]);
-    for malformed in [
-        "",
-        "csi-",
-        "vg0/csi-x",
-        "--yes",
-        &id("snap-", "pvc-1"),
-        &volume.id.to_uppercase(),
-    ] {
+    for malformed in ["", "csi-", "vg0/csi-x", "--yes", &id("snap-", "pvc-1"), &volume.id.to_uppercase()] {
         lvm.kit.delete_volume(malformed).unwrap();
     }
     assert_eq!(lvm.commands(), Vec::<String>::new(), "a malformed id runs no lvm");
@@ -1201,10 +1024,7 @@ fn delete_refuses_a_thick_origin_with_cow_snapshots() {
     lvm.commands();
     let message = assert_err!(lvm.kit.delete_volume(&volume.id), FailedPrecondition);
     assert!(message.contains(&snapshot.id), "{message}");
-    assert!(
-        lvm.changes().is_empty(),
-        "no lvremove that would take the snapshot with it"
-    );
+    assert!(lvm.changes().is_empty(), "no lvremove that would take the snapshot with it");
     lvm.kit.delete_snapshot(&snapshot.id).unwrap();
     lvm.kit.delete_volume(&volume.id).unwrap();
     assert!(lvm.fake().rows.is_empty());
@@ -1219,11 +1039,7 @@ fn deleting_a_thin_origin_keeps_its_thin_snapshots() {
     assert_eq!(lvm.fake().row(&snapshot.id).unwrap().origin, "");
     for source_filter in ["", &volume.id] {
         let listed = lvm.kit.list_snapshots("", source_filter, 0, "").unwrap().entries;
-        assert_eq!(
-            listed,
-            std::slice::from_ref(&snapshot),
-            "the snapshot keeps its source volume id"
-        );
+        assert_eq!(listed, std::slice::from_ref(&snapshot), "the snapshot keeps its source volume id");
     }
     let restored = create_from(&lvm, "restored", 8 * MIB, ContentSource::Snapshot(snapshot.id.clone())).unwrap();
     assert_eq!(restored.content_source, Some(ContentSource::Snapshot(snapshot.id)));
@@ -1233,10 +1049,7 @@ fn deleting_a_thin_origin_keeps_its_thin_snapshots() {
 fn delete_of_a_volume_in_use_is_a_precondition() {
     let lvm = lvm();
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
-    lvm.fake().can(
-        "lvremove",
-        fail(5, format!("  Logical volume vg0/{} in use.\n", volume.id).as_bytes()),
-    );
+    lvm.fake().can("lvremove", fail(5, format!("  Logical volume vg0/{} in use.\n", volume.id).as_bytes()));
     let message = assert_err!(lvm.kit.delete_volume(&volume.id), FailedPrecondition);
     assert!(message.contains("in use"), "{message}");
     assert!(lvm.fake().row(&volume.id).is_some());
@@ -1249,9 +1062,7 @@ fn delete_of_a_volume_in_use_is_a_precondition() {
 fn list_pages_our_volumes_in_id_order() {
     let lvm = lvm();
     lvm.fake().rows.push(Row::thick("home", 8 * MIB, &[]));
-    let mut volumes: Vec<Volume> = (0..5)
-        .map(|i| create(&lvm, &format!("pvc-{i}"), 8 * MIB, 0).unwrap())
-        .collect();
+    let mut volumes: Vec<Volume> = (0..5).map(|i| create(&lvm, &format!("pvc-{i}"), 8 * MIB, 0).unwrap()).collect();
     volumes.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(lvm.kit.list_volumes(0, "").unwrap().entries, volumes);
 
@@ -1286,10 +1097,7 @@ fn lvs_that_are_not_ours_are_invisible_and_never_deleted() {
         Row::thick(
             &id("csi-", "bad source"),
             EXTENT,
-            &[
-                &format!("wasmcsi.name={}", hex("bad source")),
-                "wasmcsi.source=volume:home",
-            ],
+            &[&format!("wasmcsi.name={}", hex("bad source")), "wasmcsi.source=volume:home"],
         ),
         Row::thick(&id("snap-", "s"), EXTENT, &[&format!("wasmcsi.snapshot={}", hex("s"))]),
     ];
@@ -1304,10 +1112,7 @@ fn lvs_that_are_not_ours_are_invisible_and_never_deleted() {
         assert_err!(lvm.kit.node_device(&row.name, vec![], vec![]), NotFound);
         lvm.kit.delete_volume(&row.name).unwrap();
         lvm.kit.delete_snapshot(&row.name).unwrap();
-        assert_err!(
-            create_from(&lvm, "x", 0, ContentSource::Volume(row.name.clone())),
-            NotFound
-        );
+        assert_err!(create_from(&lvm, "x", 0, ContentSource::Volume(row.name.clone())), NotFound);
     }
     assert!(lvm.changes().is_empty(), "nothing was changed, removed or activated");
     assert_eq!(lvm.fake().rows.len(), hostile.len());
@@ -1323,13 +1128,9 @@ fn a_report_that_is_not_json_is_internal() {
     lvm.fake().can("lvs", ok(b"  not json at all\n"));
     let message = assert_err!(lvm.kit.list_volumes(0, ""), Internal);
     assert!(message.contains("lvm lvs printed no report"), "{message}");
-    lvm.fake()
-        .can("vgs", ok(report("vg", &[vec![json_field("vg_name", VG)]]).as_bytes()));
+    lvm.fake().can("vgs", ok(report("vg", &[vec![json_field("vg_name", VG)]]).as_bytes()));
     assert_err!(create(&lvm, "pvc-1", MIB, 0), Internal);
-    lvm.fake().can(
-        "lvs",
-        ok(report("lv", &[vec![json_field("lv_name", "csi-x")]]).as_bytes()),
-    );
+    lvm.fake().can("lvs", ok(report("lv", &[vec![json_field("lv_name", "csi-x")]]).as_bytes()));
     assert_err!(lvm.kit.list_volumes(0, ""), Internal);
 }
 
@@ -1346,26 +1147,18 @@ fn lvm_failures_map_to_csi_errors_with_lvms_words() {
             "insufficient free space",
             |e| matches!(e, BackendError::ResourceExhausted(_)),
         ),
-        (
-            "  Can't create snapshot without using device-mapper kernel driver.",
-            "device-mapper",
-            |e| matches!(e, BackendError::FailedPrecondition(_)),
-        ),
-        (
-            "  Global lock failed: check that global lockspace is started",
-            "Global lock failed",
-            |e| matches!(e, BackendError::Unavailable(_)),
-        ),
-        (
-            "  Logical Volume \"x\" already exists in volume group \"vg0\"",
-            "already exists",
-            |e| matches!(e, BackendError::AlreadyExists(_)),
-        ),
-        (
-            "  Something nobody expected.",
-            "Something nobody expected. (exit status 5)",
-            |e| matches!(e, BackendError::Internal(_)),
-        ),
+        ("  Can't create snapshot without using device-mapper kernel driver.", "device-mapper", |e| {
+            matches!(e, BackendError::FailedPrecondition(_))
+        }),
+        ("  Global lock failed: check that global lockspace is started", "Global lock failed", |e| {
+            matches!(e, BackendError::Unavailable(_))
+        }),
+        ("  Logical Volume \"x\" already exists in volume group \"vg0\"", "already exists", |e| {
+            matches!(e, BackendError::AlreadyExists(_))
+        }),
+        ("  Something nobody expected.", "Something nobody expected. (exit status 5)", |e| {
+            matches!(e, BackendError::Internal(_))
+        }),
     ];
     for (stderr, needle, expected) in cases {
         let noisy = format!(
@@ -1375,18 +1168,9 @@ fn lvm_failures_map_to_csi_errors_with_lvms_words() {
         let error = backend_error(create(&lvm, "pvc-1", 8 * MIB, 0));
         assert!(expected(&error), "{stderr}: {error:?}");
         assert!(error.message().contains(needle), "{error:?}");
-        assert!(
-            !error.message().contains("leaked") && !error.message().contains("Activation disabled"),
-            "{error:?}"
-        );
+        assert!(!error.message().contains("leaked") && !error.message().contains("Activation disabled"), "{error:?}");
     }
-    lvm.fake().can(
-        "lvcreate",
-        fail(
-            5,
-            b"  Can't create thin-pool without using device-mapper kernel driver.\n",
-        ),
-    );
+    lvm.fake().can("lvcreate", fail(5, b"  Can't create thin-pool without using device-mapper kernel driver.\n"));
     assert_err!(create_typed(&lvm, "thin", 8 * MIB, "thin"), FailedPrecondition);
 }
 
@@ -1415,24 +1199,12 @@ fn expand_rounds_up_checks_bounds_and_space() {
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
     lvm.commands();
     let expansion = lvm.kit.expand_volume(&volume.id, 10 * MIB + 1, 0).unwrap();
-    assert_eq!(
-        (expansion.capacity_bytes, expansion.node_expansion_required),
-        (12 * MIB, true)
-    );
-    assert_eq!(
-        lvm.changes(),
-        [format!("lvextend --yes -L 12582912b vg0/{}", volume.id)]
-    );
+    assert_eq!((expansion.capacity_bytes, expansion.node_expansion_required), (12 * MIB, true));
+    assert_eq!(lvm.changes(), [format!("lvextend --yes -L 12582912b vg0/{}", volume.id)]);
     assert_eq!(lvm.kit.get_volume(&volume.id).unwrap().capacity_bytes, 12 * MIB);
 
     for (required, limit) in [(12 * MIB, 0), (MIB, 0), (12 * MIB, 12 * MIB)] {
-        assert_eq!(
-            lvm.kit
-                .expand_volume(&volume.id, required, limit)
-                .unwrap()
-                .capacity_bytes,
-            12 * MIB
-        );
+        assert_eq!(lvm.kit.expand_volume(&volume.id, required, limit).unwrap().capacity_bytes, 12 * MIB);
     }
     assert!(lvm.changes().is_empty(), "no-op expansions run no lvextend");
     assert_err!(lvm.kit.expand_volume(&volume.id, 13 * MIB, 15 * MIB), OutOfRange);
@@ -1448,17 +1220,8 @@ fn expand_rounds_up_checks_bounds_and_space() {
 fn an_expansion_lvm_already_made_is_a_no_op() {
     let lvm = lvm();
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
-    lvm.fake().can(
-        "lvextend",
-        fail(
-            5,
-            b"  New size given (3 extents) not larger than existing size (3 extents)\n",
-        ),
-    );
-    assert_eq!(
-        lvm.kit.expand_volume(&volume.id, 12 * MIB, 0).unwrap().capacity_bytes,
-        8 * MIB
-    );
+    lvm.fake().can("lvextend", fail(5, b"  New size given (3 extents) not larger than existing size (3 extents)\n"));
+    assert_eq!(lvm.kit.expand_volume(&volume.id, 12 * MIB, 0).unwrap().capacity_bytes, 8 * MIB);
 }
 
 #[test]
@@ -1466,10 +1229,7 @@ fn thin_expansion_is_bounded_by_the_overprovisioned_pool() {
     let lvm = thin_lvm(64 * MIB, &[]);
     let volume = create_typed(&lvm, "pvc-1", 32 * MIB, "thin").unwrap();
     assert_err!(lvm.kit.expand_volume(&volume.id, 68 * MIB, 0), ResourceExhausted);
-    assert_eq!(
-        lvm.kit.expand_volume(&volume.id, 64 * MIB, 0).unwrap().capacity_bytes,
-        64 * MIB
-    );
+    assert_eq!(lvm.kit.expand_volume(&volume.id, 64 * MIB, 0).unwrap().capacity_bytes, 64 * MIB);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1522,42 +1282,16 @@ fn cow_snapshots_reserve_a_share_of_the_origin_in_whole_extents() {
     let volume = create(&lvm, "pvc-1", 40 * MIB, 0).unwrap();
     lvm.commands();
     let half = lvm.kit.create_snapshot(&volume.id, "half", vec![]).unwrap();
-    let tenth = lvm
-        .kit
-        .create_snapshot(&volume.id, "tenth", params(&[("snapshot-reserve-percent", "10")]))
-        .unwrap();
-    let tiny = lvm
-        .kit
-        .create_snapshot(&volume.id, "tiny", params(&[("snapshot-reserve-percent", "1")]))
-        .unwrap();
-    let tags = |name: &str| {
-        format!(
-            "--addtag wasmcsi.snapshot={} --addtag wasmcsi.source=volume:{}",
-            hex(name),
-            volume.id
-        )
-    };
+    let tenth = lvm.kit.create_snapshot(&volume.id, "tenth", params(&[("snapshot-reserve-percent", "10")])).unwrap();
+    let tiny = lvm.kit.create_snapshot(&volume.id, "tiny", params(&[("snapshot-reserve-percent", "1")])).unwrap();
+    let tags =
+        |name: &str| format!("--addtag wasmcsi.snapshot={} --addtag wasmcsi.source=volume:{}", hex(name), volume.id);
     assert_eq!(
         lvm.changes(),
         [
-            format!(
-                "lvcreate --yes -s -L 20971520b -n {} {} vg0/{}",
-                half.id,
-                tags("half"),
-                volume.id
-            ),
-            format!(
-                "lvcreate --yes -s -L 4194304b -n {} {} vg0/{}",
-                tenth.id,
-                tags("tenth"),
-                volume.id
-            ),
-            format!(
-                "lvcreate --yes -s -L 4194304b -n {} {} vg0/{}",
-                tiny.id,
-                tags("tiny"),
-                volume.id
-            ),
+            format!("lvcreate --yes -s -L 20971520b -n {} {} vg0/{}", half.id, tags("half"), volume.id),
+            format!("lvcreate --yes -s -L 4194304b -n {} {} vg0/{}", tenth.id, tags("tenth"), volume.id),
+            format!("lvcreate --yes -s -L 4194304b -n {} {} vg0/{}", tiny.id, tags("tiny"), volume.id),
         ]
     );
     for snapshot in [&half, &tenth, &tiny] {
@@ -1568,15 +1302,9 @@ fn cow_snapshots_reserve_a_share_of_the_origin_in_whole_extents() {
     assert_eq!(lvm.fake().row(&volume.id).unwrap().attr, "owi-a-s---");
 
     lvm.fake().row_mut(&tiny.id).attr = "Swi-I-s---".into();
-    assert!(
-        !lvm.kit.find_snapshot("tiny").unwrap().unwrap().ready_to_use,
-        "an overflowed COW snapshot"
-    );
+    assert!(!lvm.kit.find_snapshot("tiny").unwrap().unwrap().ready_to_use, "an overflowed COW snapshot");
 
-    for bad in [
-        params(&[("snapshot-reserve-percent", "0")]),
-        params(&[("type", "thin")]),
-    ] {
+    for bad in [params(&[("snapshot-reserve-percent", "0")]), params(&[("type", "thin")])] {
         assert_err!(lvm.kit.create_snapshot(&volume.id, "bad", bad), InvalidArgument);
     }
     assert_err!(lvm.kit.create_snapshot(&volume.id, "", vec![]), InvalidArgument);
@@ -1593,9 +1321,7 @@ fn a_cow_snapshot_needs_free_space_beyond_the_reserve() {
     lvm.commands();
     assert_err!(lvm.kit.create_snapshot(&volume.id, "full", vec![]), ResourceExhausted);
     assert!(lvm.changes().is_empty());
-    lvm.kit
-        .create_snapshot(&volume.id, "small", params(&[("snapshot-reserve-percent", "10")]))
-        .unwrap();
+    lvm.kit.create_snapshot(&volume.id, "small", params(&[("snapshot-reserve-percent", "10")])).unwrap();
 }
 
 #[test]
@@ -1604,28 +1330,15 @@ fn list_snapshots_filters_and_pages() {
     let a = create_typed(&lvm, "a", 8 * MIB, "thin").unwrap();
     let b = create(&lvm, "b", 8 * MIB, 0).unwrap();
     let mut all: Vec<Snapshot> = (0..4)
-        .map(|i| {
-            lvm.kit
-                .create_snapshot(if i % 2 == 0 { &a.id } else { &b.id }, &format!("s{i}"), vec![])
-                .unwrap()
-        })
+        .map(|i| lvm.kit.create_snapshot(if i % 2 == 0 { &a.id } else { &b.id }, &format!("s{i}"), vec![]).unwrap())
         .collect();
     all.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(lvm.kit.list_snapshots("", "", 0, "").unwrap().entries, all);
     let of_a: Vec<Snapshot> = all.iter().filter(|s| s.source_volume_id == a.id).cloned().collect();
     assert_eq!(lvm.kit.list_snapshots("", &a.id, 0, "").unwrap().entries, of_a);
-    assert_eq!(
-        lvm.kit.list_snapshots(&all[1].id, "", 0, "").unwrap().entries,
-        all[1..2]
-    );
+    assert_eq!(lvm.kit.list_snapshots(&all[1].id, "", 0, "").unwrap().entries, all[1..2]);
     let wrong_source = if all[1].source_volume_id == a.id { &b.id } else { &a.id };
-    assert!(
-        lvm.kit
-            .list_snapshots(&all[1].id, wrong_source, 0, "")
-            .unwrap()
-            .entries
-            .is_empty()
-    );
+    assert!(lvm.kit.list_snapshots(&all[1].id, wrong_source, 0, "").unwrap().entries.is_empty());
     lvm.commands();
     for malformed in ["bogus", "vg0/snap", &a.id, &all[0].id[..10]] {
         assert!(lvm.kit.list_snapshots(malformed, "", 0, "").unwrap().entries.is_empty());
@@ -1655,10 +1368,7 @@ fn restore_and_clone_are_thin_snapshots_grown_to_the_size_asked_for() {
     let source = ContentSource::Snapshot(snapshot.id.clone());
     let restored = create_from(&lvm, "restored", 60 * MIB, source.clone()).unwrap();
     let rid = id("csi-", "restored");
-    assert_eq!(
-        (restored.id.as_str(), restored.capacity_bytes),
-        (rid.as_str(), 60 * MIB)
-    );
+    assert_eq!((restored.id.as_str(), restored.capacity_bytes), (rid.as_str(), 60 * MIB));
     assert_eq!(restored.content_source, Some(source.clone()));
     assert_eq!(
         lvm.changes(),
@@ -1672,28 +1382,15 @@ fn restore_and_clone_are_thin_snapshots_grown_to_the_size_asked_for() {
             format!("lvextend --yes -L 62914560b vg0/{rid}"),
         ]
     );
-    assert_eq!(
-        lvm.fake().row(&rid).unwrap().attr,
-        "Vwi-a-tz--",
-        "activates like any volume"
-    );
-    assert_eq!(
-        create_from(&lvm, "restored", 60 * MIB, source.clone()).unwrap(),
-        restored
-    );
-    assert_err!(
-        create_from(&lvm, "restored", 60 * MIB, ContentSource::Volume(origin.id.clone())),
-        AlreadyExists
-    );
+    assert_eq!(lvm.fake().row(&rid).unwrap().attr, "Vwi-a-tz--", "activates like any volume");
+    assert_eq!(create_from(&lvm, "restored", 60 * MIB, source.clone()).unwrap(), restored);
+    assert_err!(create_from(&lvm, "restored", 60 * MIB, ContentSource::Volume(origin.id.clone())), AlreadyExists);
     assert!(lvm.changes().is_empty());
 
     let clone = create_from(&lvm, "clone", 40 * MIB, ContentSource::Volume(origin.id.clone())).unwrap();
     assert_eq!(clone.capacity_bytes, 40 * MIB);
     assert_eq!(lvm.changes().len(), 1, "same size: no lvextend");
-    assert_eq!(
-        lvm.kit.get_volume(&clone.id).unwrap().content_source,
-        Some(ContentSource::Volume(origin.id.clone()))
-    );
+    assert_eq!(lvm.kit.get_volume(&clone.id).unwrap().content_source, Some(ContentSource::Volume(origin.id.clone())));
     assert_err!(create_typed(&lvm, "clone", 40 * MIB, "thin"), AlreadyExists);
 
     let message = assert_err!(create_from(&lvm, "small", 20 * MIB, source), OutOfRange);
@@ -1707,10 +1404,7 @@ fn restore_refuses_what_would_need_a_block_copy() {
     let cow = lvm.kit.create_snapshot(&thick.id, "cow", vec![]).unwrap();
     let thin = create_typed(&lvm, "thin", 8 * MIB, "thin").unwrap();
     lvm.commands();
-    for source in [
-        ContentSource::Volume(thick.id.clone()),
-        ContentSource::Snapshot(cow.id.clone()),
-    ] {
+    for source in [ContentSource::Volume(thick.id.clone()), ContentSource::Snapshot(cow.id.clone())] {
         let message = assert_err!(create_from(&lvm, "new", 0, source), InvalidArgument);
         assert!(message.contains("block copy"), "{message}");
     }
@@ -1734,18 +1428,12 @@ fn a_restore_interrupted_before_its_lvextend_is_finished_by_the_retry() {
     let origin = create_typed(&lvm, "origin", 8 * MIB, "thin").unwrap();
     let snapshot = lvm.kit.create_snapshot(&origin.id, "snap", vec![]).unwrap();
     let source = ContentSource::Snapshot(snapshot.id);
-    lvm.fake().can(
-        "lvextend",
-        fail(5, b"  Global lock failed: check that global lockspace is started\n"),
-    );
+    lvm.fake().can("lvextend", fail(5, b"  Global lock failed: check that global lockspace is started\n"));
     assert_err!(create_from(&lvm, "restored", 16 * MIB, source.clone()), Unavailable);
     lvm.commands();
     let restored = create_from(&lvm, "restored", 16 * MIB, source).unwrap();
     assert_eq!(restored.capacity_bytes, 16 * MIB);
-    assert_eq!(
-        lvm.changes(),
-        [format!("lvextend --yes -L 16777216b vg0/{}", restored.id)]
-    );
+    assert_eq!(lvm.changes(), [format!("lvextend --yes -L 16777216b vg0/{}", restored.id)]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1774,14 +1462,7 @@ fn publish_and_modify_are_unimplemented() {
     let lvm = lvm();
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
     let capability = volume_request("x", 0, 0).capabilities.remove(0);
-    assert_err!(
-        lvm.kit
-            .controller_publish(&volume.id, "node", capability, false, vec![]),
-        Unimplemented
-    );
+    assert_err!(lvm.kit.controller_publish(&volume.id, "node", capability, false, vec![]), Unimplemented);
     assert_err!(lvm.kit.controller_unpublish(&volume.id, "node"), Unimplemented);
-    assert_err!(
-        lvm.kit.modify_volume(&volume.id, params(&[("iops", "1")])),
-        Unimplemented
-    );
+    assert_err!(lvm.kit.modify_volume(&volume.id, params(&[("iops", "1")])), Unimplemented);
 }

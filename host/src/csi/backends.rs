@@ -51,7 +51,10 @@ impl Backends {
     pub fn select(&self, parameters: &HashMap<String, String>) -> Result<(&Arc<Backend>, Params), Status> {
         let backend = match parameters.get(BACKEND_PARAMETER) {
             Some(name) => self.by_name(name).ok_or_else(|| {
-                Status::invalid_argument(format!("parameter {BACKEND_PARAMETER}={name:?} names no backend; loaded: {}", self.names()))
+                Status::invalid_argument(format!(
+                    "parameter {BACKEND_PARAMETER}={name:?} names no backend; loaded: {}",
+                    self.names()
+                ))
             })?,
             None => self.default.map(|i| &self.list[i]).ok_or_else(|| {
                 Status::invalid_argument(format!("parameter {BACKEND_PARAMETER} is required; loaded: {}", self.names()))

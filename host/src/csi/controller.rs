@@ -8,16 +8,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use csi_proto::v1 as csi;
 use csi::controller_server::Controller;
 use csi::controller_service_capability::rpc::Type as Rpc;
+use csi_proto::v1 as csi;
 use tonic::{Request, Response, Status};
 
 use super::backends::Backends;
 use super::{Driver, convert, inbound, validate};
 use crate::runtime::{
-    Backend, BackendError, CallError, CallState, ContentSource, CreateVolumeRequest, Expansion, Features, Guest, Secrets,
-    Store, TopologyRequirement,
+    Backend, BackendError, CallError, CallState, ContentSource, CreateVolumeRequest, Expansion, Features, Guest,
+    Secrets, Store, TopologyRequirement,
 };
 
 pub struct ControllerService {
@@ -58,12 +58,14 @@ impl ControllerService {
     }
 
     fn route_volume<'a>(&self, volume_id: &'a str) -> Result<(&Arc<Backend>, &'a str), Status> {
-        self.backends()
-            .route(volume_id)
-            .ok_or_else(|| Status::not_found(format!("volume {volume_id} does not exist")))
+        self.backends().route(volume_id).ok_or_else(|| Status::not_found(format!("volume {volume_id} does not exist")))
     }
 
-    fn route_content_source(&self, backend: &Backend, source: &csi::VolumeContentSource) -> Result<ContentSource, Status> {
+    fn route_content_source(
+        &self,
+        backend: &Backend,
+        source: &csi::VolumeContentSource,
+    ) -> Result<ContentSource, Status> {
         use csi::volume_content_source::Type;
         let (kind, id, feature) = match &source.r#type {
             Some(Type::Snapshot(s)) => ("snapshot", s.snapshot_id.as_str(), Features::SNAPSHOTS),
@@ -72,7 +74,10 @@ impl ControllerService {
         };
         validate::required(&format!("volume_content_source.{kind} id"), id)?;
         if !backend.info.features.contains(feature) {
-            return Err(Status::invalid_argument(format!("backend {} cannot create a volume from a {kind}", backend.name())));
+            return Err(Status::invalid_argument(format!(
+                "backend {} cannot create a volume from a {kind}",
+                backend.name()
+            )));
         }
         let (source_backend, local) =
             self.backends().route(id).ok_or_else(|| Status::not_found(format!("{kind} {id} does not exist")))?;
@@ -93,7 +98,13 @@ impl ControllerService {
     /// another instance already used is ALREADY_EXISTS rather than a second object.
     /// Isolation comes first: an instance that is saturated or failing is skipped (and
     /// logged) instead of stalling or failing creates on the healthy ones.
-    async fn ensure_name_unused(&self, chosen: &Backend, what: &str, name: &str, find: FindByName) -> Result<(), Status> {
+    async fn ensure_name_unused(
+        &self,
+        chosen: &Backend,
+        what: &str,
+        name: &str,
+        find: FindByName,
+    ) -> Result<(), Status> {
         for other in self.backends().iter().filter(|b| b.name() != chosen.name()) {
             let owned = name.to_owned();
             match other.try_call(move |g, s| find(g, s, &owned)).await {
@@ -105,7 +116,9 @@ impl ControllerService {
                     )));
                 }
                 Some(Ok(None)) => {}
-                Some(Err(e)) => tracing::warn!(backend = other.name(), "{what} name lookup failed, not checked there: {e}"),
+                Some(Err(e)) => {
+                    tracing::warn!(backend = other.name(), "{what} name lookup failed, not checked there: {e}")
+                }
                 None => tracing::warn!(backend = other.name(), "{what} name lookup skipped: every call slot is busy"),
             }
         }
@@ -116,7 +129,8 @@ impl ControllerService {
     /// topology (the CO should ask another node).
     fn check_placement(&self, backend: &Backend, req: Option<&csi::TopologyRequirement>) -> Result<(), Status> {
         let (Some(segment), Some(req)) = (self.driver.node_topology(backend), req) else { return Ok(()) };
-        let here = |t: &csi::Topology| t.segments.iter().all(|(k, v)| segment.iter().any(|(sk, sv)| sk == k && sv == v));
+        let here =
+            |t: &csi::Topology| t.segments.iter().all(|(k, v)| segment.iter().any(|(sk, sv)| sk == k && sv == v));
         if req.requisite.is_empty() || req.requisite.iter().any(here) {
             Ok(())
         } else {
@@ -149,7 +163,9 @@ async fn paginate<T>(
         starting_token
             .split_once(':')
             .and_then(|(name, rest)| listers.iter().position(|b| b.name() == name).map(|i| (i, rest.to_owned())))
-            .ok_or_else(|| Status::aborted(format!("starting_token {starting_token:?} was not issued by this plugin")))?
+            .ok_or_else(|| {
+                Status::aborted(format!("starting_token {starting_token:?} was not issued by this plugin"))
+            })?
     };
     let mut entries = Vec::new();
     while index < listers.len() {
@@ -174,7 +190,10 @@ async fn paginate<T>(
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn create_volume(&self, request: Request<csi::CreateVolumeRequest>) -> Result<Response<csi::CreateVolumeResponse>, Status> {
+    async fn create_volume(
+        &self,
+        request: Request<csi::CreateVolumeRequest>,
+    ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
         let req = inbound("CreateVolume", request);
         validate::required("name", &req.name)?;
         validate::map("parameters", &req.parameters)?;
@@ -185,7 +204,8 @@ impl Controller for ControllerService {
         if let Some(why) = capabilities.iter().find_map(|c| convert::unsupported(backend, c)) {
             return Err(Status::invalid_argument(why));
         }
-        let content_source = req.volume_content_source.as_ref().map(|s| self.route_content_source(backend, s)).transpose()?;
+        let content_source =
+            req.volume_content_source.as_ref().map(|s| self.route_content_source(backend, s)).transpose()?;
         self.check_placement(backend, req.accessibility_requirements.as_ref())?;
 
         // The source must not be deleted while it is copied.
@@ -212,7 +232,8 @@ impl Controller for ControllerService {
                 preferred: t.preferred.iter().map(|s| convert::pairs(&s.segments)).collect(),
             }),
         };
-        let volume = backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_create_volume(s, &wit_request)).await?;
+        let volume =
+            backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_create_volume(s, &wit_request)).await?;
         let mut volume = convert::volume(backend, &volume, self.driver.node_topology(backend).as_deref())?;
         if volume.content_source.is_none() {
             volume.content_source = req.volume_content_source.clone();
@@ -221,7 +242,10 @@ impl Controller for ControllerService {
         Ok(Response::new(csi::CreateVolumeResponse { volume: Some(volume) }))
     }
 
-    async fn delete_volume(&self, request: Request<csi::DeleteVolumeRequest>) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
+    async fn delete_volume(
+        &self,
+        request: Request<csi::DeleteVolumeRequest>,
+    ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
         let req = inbound("DeleteVolume", request);
         validate::required("volume_id", &req.volume_id)?;
         // An id no loaded backend could have made names a volume that does not exist here.
@@ -244,7 +268,8 @@ impl Controller for ControllerService {
         validate::required("volume_id", &req.volume_id)?;
         validate::node_id("node_id", &req.node_id)?;
         validate::map("volume_context", &req.volume_context)?;
-        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let cap =
+            req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         let capability = convert::capability(cap)?;
         let (backend, local) = self.route_volume(&req.volume_id)?;
         if !backend.info.features.contains(Features::PUBLISH_UNPUBLISH) {
@@ -263,11 +288,16 @@ impl Controller for ControllerService {
             return Err(Status::invalid_argument(why));
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        let (local, node, readonly, context) = (local.to_owned(), req.node_id.clone(), req.readonly, convert::pairs(&req.volume_context));
+        let (local, node, readonly, context) =
+            (local.to_owned(), req.node_id.clone(), req.readonly, convert::pairs(&req.volume_context));
         let publish_context = backend
-            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_controller_publish(s, &local, &node, &capability, readonly, &context))
+            .call(Secrets::from(&req.secrets), guard, move |g, s| {
+                g.call_controller_publish(s, &local, &node, &capability, readonly, &context)
+            })
             .await?;
-        Ok(Response::new(csi::ControllerPublishVolumeResponse { publish_context: publish_context.into_iter().collect() }))
+        Ok(Response::new(csi::ControllerPublishVolumeResponse {
+            publish_context: publish_context.into_iter().collect(),
+        }))
     }
 
     async fn controller_unpublish_volume(
@@ -286,7 +316,9 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, node) = (local.to_owned(), req.node_id.clone());
-        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_controller_unpublish(s, &local, &node)).await?;
+        backend
+            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_controller_unpublish(s, &local, &node))
+            .await?;
         Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}))
     }
 
@@ -317,15 +349,20 @@ impl Controller for ControllerService {
         Ok(Response::new(response))
     }
 
-    async fn list_volumes(&self, request: Request<csi::ListVolumesRequest>) -> Result<Response<csi::ListVolumesResponse>, Status> {
+    async fn list_volumes(
+        &self,
+        request: Request<csi::ListVolumesRequest>,
+    ) -> Result<Response<csi::ListVolumesResponse>, Status> {
         let req = inbound("ListVolumes", request);
         self.declared(Features::LIST_VOLUMES, "ListVolumes")?;
         let max = validate::max_entries(req.max_entries)?;
-        let listers: Vec<_> = self.backends().iter().filter(|b| b.info.features.contains(Features::LIST_VOLUMES)).collect();
+        let listers: Vec<_> =
+            self.backends().iter().filter(|b| b.info.features.contains(Features::LIST_VOLUMES)).collect();
         let (entries, next_token) = paginate(&listers, max, &req.starting_token, |backend, room, token| {
             let driver = self.driver.clone();
             Box::pin(async move {
-                let page = backend.call(Secrets::default(), (), move |g, s| g.call_list_volumes(s, room, &token)).await?;
+                let page =
+                    backend.call(Secrets::default(), (), move |g, s| g.call_list_volumes(s, room, &token)).await?;
                 let topology = driver.node_topology(&backend);
                 let volumes = page
                     .entries
@@ -342,7 +379,10 @@ impl Controller for ControllerService {
         Ok(Response::new(csi::ListVolumesResponse { entries, next_token }))
     }
 
-    async fn get_capacity(&self, request: Request<csi::GetCapacityRequest>) -> Result<Response<csi::GetCapacityResponse>, Status> {
+    async fn get_capacity(
+        &self,
+        request: Request<csi::GetCapacityRequest>,
+    ) -> Result<Response<csi::GetCapacityResponse>, Status> {
         let req = inbound("GetCapacity", request);
         self.declared(Features::GET_CAPACITY, "GetCapacity")?;
         validate::map("parameters", &req.parameters)?;
@@ -351,7 +391,11 @@ impl Controller for ControllerService {
         if !backend.info.features.contains(Features::GET_CAPACITY) {
             return Err(Status::invalid_argument(format!("backend {} does not report capacity", backend.name())));
         }
-        let none = Response::new(csi::GetCapacityResponse { available_capacity: 0, maximum_volume_size: Some(0), minimum_volume_size: None });
+        let none = Response::new(csi::GetCapacityResponse {
+            available_capacity: 0,
+            maximum_volume_size: Some(0),
+            minimum_volume_size: None,
+        });
         if capabilities.iter().any(|c| convert::unsupported(backend, c).is_some()) {
             return Ok(none);
         }
@@ -362,7 +406,9 @@ impl Controller for ControllerService {
         }
         let topology = req.accessible_topology.as_ref().map(|t| convert::pairs(&t.segments));
         let capacity = backend
-            .call(Secrets::default(), (), move |g, s| g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref()))
+            .call(Secrets::default(), (), move |g, s| {
+                g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref())
+            })
             .await?;
         let bytes = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Ok(Response::new(csi::GetCapacityResponse {
@@ -380,7 +426,11 @@ impl Controller for ControllerService {
         let b = self.backends();
         let single_node_multi_writer = b.iter().any(|b| {
             b.info.access_modes.iter().any(|m| {
-                matches!(m, crate::runtime::AccessMode::SingleNodeSingleWriter | crate::runtime::AccessMode::SingleNodeMultiWriter)
+                matches!(
+                    m,
+                    crate::runtime::AccessMode::SingleNodeSingleWriter
+                        | crate::runtime::AccessMode::SingleNodeMultiWriter
+                )
             })
         });
         let rpcs = [
@@ -401,13 +451,18 @@ impl Controller for ControllerService {
             .into_iter()
             .filter(|(_, on)| *on)
             .map(|(rpc, _)| csi::ControllerServiceCapability {
-                r#type: Some(csi::controller_service_capability::Type::Rpc(csi::controller_service_capability::Rpc { r#type: rpc as i32 })),
+                r#type: Some(csi::controller_service_capability::Type::Rpc(csi::controller_service_capability::Rpc {
+                    r#type: rpc as i32,
+                })),
             })
             .collect();
         Ok(Response::new(csi::ControllerGetCapabilitiesResponse { capabilities }))
     }
 
-    async fn create_snapshot(&self, request: Request<csi::CreateSnapshotRequest>) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
+    async fn create_snapshot(
+        &self,
+        request: Request<csi::CreateSnapshotRequest>,
+    ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
         let req = inbound("CreateSnapshot", request);
         self.declared(Features::SNAPSHOTS, "CreateSnapshot")?;
         validate::required("source_volume_id", &req.source_volume_id)?;
@@ -417,7 +472,10 @@ impl Controller for ControllerService {
         if !backend.info.features.contains(Features::SNAPSHOTS) {
             return Err(Status::invalid_argument(format!("backend {} does not take snapshots", backend.name())));
         }
-        let guard = self.driver.locks.try_lock(vec![format!("snapshot-name:{}", req.name), format!("volume:{}", req.source_volume_id)])?;
+        let guard = self
+            .driver
+            .locks
+            .try_lock(vec![format!("snapshot-name:{}", req.name), format!("volume:{}", req.source_volume_id)])?;
         self.ensure_name_unused(backend, "snapshot", &req.name, |g, s, name| {
             g.call_find_snapshot(s, name).map(|found| found.map(|snap| snap.map(|snap| snap.id)))
         })
@@ -431,7 +489,10 @@ impl Controller for ControllerService {
         Ok(Response::new(csi::CreateSnapshotResponse { snapshot: Some(snapshot) }))
     }
 
-    async fn delete_snapshot(&self, request: Request<csi::DeleteSnapshotRequest>) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
+    async fn delete_snapshot(
+        &self,
+        request: Request<csi::DeleteSnapshotRequest>,
+    ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
         let req = inbound("DeleteSnapshot", request);
         self.declared(Features::SNAPSHOTS, "DeleteSnapshot")?;
         validate::required("snapshot_id", &req.snapshot_id)?;
@@ -448,7 +509,10 @@ impl Controller for ControllerService {
         Ok(Response::new(csi::DeleteSnapshotResponse {}))
     }
 
-    async fn list_snapshots(&self, request: Request<csi::ListSnapshotsRequest>) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
+    async fn list_snapshots(
+        &self,
+        request: Request<csi::ListSnapshotsRequest>,
+    ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
         let req = inbound("ListSnapshots", request);
         self.declared(Features::LIST_SNAPSHOTS, "ListSnapshots")?;
         let max = validate::max_entries(req.max_entries)?;
@@ -478,7 +542,8 @@ impl Controller for ControllerService {
             let (secrets, sf, vf) = (secrets.clone(), snapshot_filter.clone(), volume_filter.clone());
             let source_filter = req.source_volume_id.clone();
             Box::pin(async move {
-                let page = backend.call(secrets, (), move |g, s| g.call_list_snapshots(s, &sf, &vf, room, &token)).await?;
+                let page =
+                    backend.call(secrets, (), move |g, s| g.call_list_snapshots(s, &sf, &vf, room, &token)).await?;
                 let snapshots = page
                     .entries
                     .iter()
@@ -493,7 +558,10 @@ impl Controller for ControllerService {
         Ok(Response::new(csi::ListSnapshotsResponse { entries, next_token }))
     }
 
-    async fn get_snapshot(&self, request: Request<csi::GetSnapshotRequest>) -> Result<Response<csi::GetSnapshotResponse>, Status> {
+    async fn get_snapshot(
+        &self,
+        request: Request<csi::GetSnapshotRequest>,
+    ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
         let req = inbound("GetSnapshot", request);
         self.declared(Features::LIST_SNAPSHOTS, "GetSnapshot")?;
         validate::required("snapshot_id", &req.snapshot_id)?;
@@ -517,7 +585,8 @@ impl Controller for ControllerService {
         let req = inbound("ControllerExpandVolume", request);
         self.declared(Features::EXPAND_VOLUMES, "ControllerExpandVolume")?;
         validate::required("volume_id", &req.volume_id)?;
-        let range = req.capacity_range.as_ref().ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+        let range =
+            req.capacity_range.as_ref().ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
         let capacity = convert::capacity_range(Some(range))?;
         if let Some(cap) = &req.volume_capability {
             convert::capability(cap)?;
@@ -528,7 +597,10 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let local = local.to_owned();
-        let expansion = match backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity)).await {
+        let expansion = match backend
+            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity))
+            .await
+        {
             // Distributed, a node-local volume may live on another node (the resizer's
             // leader runs anywhere): its own node grows it at NodeExpandVolume.
             Err(CallError::Backend { error: BackendError::NotFound(_), .. })
@@ -585,7 +657,9 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, parameters) = (local.to_owned(), convert::pairs(&req.mutable_parameters));
-        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_modify_volume(s, &local, &parameters)).await?;
+        backend
+            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_modify_volume(s, &local, &parameters))
+            .await?;
         Ok(Response::new(csi::ControllerModifyVolumeResponse {}))
     }
 }

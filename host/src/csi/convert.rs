@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use csi_proto::v1 as csi;
 use csi::volume_capability::{AccessType as CsiAccessType, access_mode::Mode};
+use csi_proto::v1 as csi;
 use tonic::Status;
 
 use super::{ids, status::bad_answer};
@@ -67,9 +67,11 @@ pub fn unsupported(backend: &Backend, cap: &rt::VolumeCapability) -> Option<Stri
 pub fn capacity_range(range: Option<&csi::CapacityRange>) -> Result<rt::CapacityRange, Status> {
     let Some(range) = range else { return Ok(rt::CapacityRange { required_bytes: 0, limit_bytes: 0 }) };
     let bytes = |field: &str, v: i64| {
-        u64::try_from(v).map_err(|_| Status::out_of_range(format!("capacity_range.{field} must not be negative (got {v})")))
+        u64::try_from(v)
+            .map_err(|_| Status::out_of_range(format!("capacity_range.{field} must not be negative (got {v})")))
     };
-    let (required_bytes, limit_bytes) = (bytes("required_bytes", range.required_bytes)?, bytes("limit_bytes", range.limit_bytes)?);
+    let (required_bytes, limit_bytes) =
+        (bytes("required_bytes", range.required_bytes)?, bytes("limit_bytes", range.limit_bytes)?);
     if limit_bytes != 0 && limit_bytes < required_bytes {
         return Err(Status::out_of_range(format!(
             "capacity_range.limit_bytes {limit_bytes} is below required_bytes {required_bytes}"
@@ -105,7 +107,9 @@ pub fn qualified(backend: &Backend, what: &str, local: &str) -> Result<String, S
 pub fn content_source(backend: &Backend, source: &rt::ContentSource) -> Result<csi::VolumeContentSource, Status> {
     use csi::volume_content_source::{SnapshotSource, Type, VolumeSource};
     let source = match source {
-        rt::ContentSource::Snapshot(id) => Type::Snapshot(SnapshotSource { snapshot_id: qualified(backend, "snapshot", id)? }),
+        rt::ContentSource::Snapshot(id) => {
+            Type::Snapshot(SnapshotSource { snapshot_id: qualified(backend, "snapshot", id)? })
+        }
         rt::ContentSource::Volume(id) => Type::Volume(VolumeSource { volume_id: qualified(backend, "volume", id)? }),
     };
     Ok(csi::VolumeContentSource { r#type: Some(source) })
@@ -113,8 +117,13 @@ pub fn content_source(backend: &Backend, source: &rt::ContentSource) -> Result<c
 
 /// A backend volume as the CO sees it. `node_topology` is the node segment for volumes of
 /// node-local backends.
-pub fn volume(backend: &Backend, v: &rt::Volume, node_topology: Option<&[(String, String)]>) -> Result<csi::Volume, Status> {
-    let capacity_bytes = i64::try_from(v.capacity_bytes).map_err(|_| bad_answer(backend.name(), "an impossible capacity"))?;
+pub fn volume(
+    backend: &Backend,
+    v: &rt::Volume,
+    node_topology: Option<&[(String, String)]>,
+) -> Result<csi::Volume, Status> {
+    let capacity_bytes =
+        i64::try_from(v.capacity_bytes).map_err(|_| bad_answer(backend.name(), "an impossible capacity"))?;
     let volume_context: HashMap<String, String> = v.context.iter().cloned().collect();
     super::validate::map("volume_context", &volume_context).map_err(|e| bad_answer(backend.name(), e.message()))?;
     let accessible_topology = match node_topology {
@@ -132,7 +141,8 @@ pub fn volume(backend: &Backend, v: &rt::Volume, node_topology: Option<&[(String
 
 pub fn snapshot(backend: &Backend, s: &rt::Snapshot) -> Result<csi::Snapshot, Status> {
     Ok(csi::Snapshot {
-        size_bytes: i64::try_from(s.size_bytes).map_err(|_| bad_answer(backend.name(), "an impossible snapshot size"))?,
+        size_bytes: i64::try_from(s.size_bytes)
+            .map_err(|_| bad_answer(backend.name(), "an impossible snapshot size"))?,
         snapshot_id: qualified(backend, "snapshot", &s.id)?,
         source_volume_id: qualified(backend, "volume", &s.source_volume_id)?,
         creation_time: Some(prost_types::Timestamp { seconds: s.creation_time.min(i64::MAX as u64) as i64, nanos: 0 }),

@@ -2,8 +2,8 @@
 //! no capabilities (and the plugin does not advertise the service); every group call is
 //! UNIMPLEMENTED, as the spec requires for an undeclared capability.
 
-use csi_proto::v1 as csi;
 use csi::group_controller_server::GroupController;
+use csi_proto::v1 as csi;
 use tonic::{Request, Response, Status};
 
 use super::inbound;

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use csi_proto::v1 as csi;
 use csi::identity_server::Identity;
 use csi::plugin_capability::{Service, Type, VolumeExpansion, service, volume_expansion};
+use csi_proto::v1 as csi;
 use tonic::{Request, Response, Status};
 
 use super::{Driver, inbound};
@@ -24,7 +24,10 @@ impl IdentityService {
 
 #[tonic::async_trait]
 impl Identity for IdentityService {
-    async fn get_plugin_info(&self, request: Request<csi::GetPluginInfoRequest>) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
+    async fn get_plugin_info(
+        &self,
+        request: Request<csi::GetPluginInfoRequest>,
+    ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
         inbound("GetPluginInfo", request);
         let manifest = self
             .driver

@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use csi_proto::v1 as csi;
 use csi::node_server::Node;
 use csi::node_service_capability::rpc::Type as Rpc;
+use csi_proto::v1 as csi;
 use tonic::{Request, Response, Status};
 
 use super::{Driver, convert, inbound, validate};
 use crate::node::filesystem::FsType;
-use crate::node::volume::{self, Access, NodeError, Usage};
 use crate::node::paths;
+use crate::node::volume::{self, Access, NodeError, Usage};
 use crate::runtime::{AccessMode, AccessType, Backend, CreateVolumeRequest, Device, Features, Secrets};
 
 /// Volume context key that marks an ephemeral inline volume.
@@ -78,17 +78,36 @@ impl NodeService {
             Ok(Device::File(guest)) => backend.grants().host_path(&guest).ok(),
             Ok(_) => None,
             Err(status) => {
-                tracing::warn!(backend = backend.name(), volume = local, "no backing file for unstage: {}", status.message());
+                tracing::warn!(
+                    backend = backend.name(),
+                    volume = local,
+                    "no backing file for unstage: {}",
+                    status.message()
+                );
                 None
             }
         }
     }
 
     /// Stages `device` of `backend` at `staging`.
-    async fn stage(&self, backend: &Arc<Backend>, device: Device, staging: PathBuf, access: Access, guard: impl Send + 'static) -> Result<(), Status> {
+    async fn stage(
+        &self,
+        backend: &Arc<Backend>,
+        device: Device,
+        staging: PathBuf,
+        access: Access,
+        guard: impl Send + 'static,
+    ) -> Result<(), Status> {
         let (backend, by_id_root) = (backend.clone(), self.driver.node.by_id_root.clone());
         blocking(guard, move || {
-            volume::stage_device(&device, backend.grants(), &by_id_root, &staging, &access, Instant::now() + TOOL_DEADLINE)
+            volume::stage_device(
+                &device,
+                backend.grants(),
+                &by_id_root,
+                &staging,
+                &access,
+                Instant::now() + TOOL_DEADLINE,
+            )
         })
         .await
     }
@@ -107,7 +126,9 @@ impl NodeService {
         blocking(guard, move || {
             let (staging, target) = paths;
             let number = volume::locate(&device, backend.grants(), &by_id_root)?;
-            volume::publish(&staging, &target, &access, readonly, number, || volume::read_only_view(&device, backend.grants()))
+            volume::publish(&staging, &target, &access, readonly, number, || {
+                volume::read_only_view(&device, backend.grants())
+            })
         })
         .await
     }
@@ -115,7 +136,8 @@ impl NodeService {
     /// NodePublish of an ephemeral inline volume: create it (named by its volume id), stage
     /// it under the host's data directory, publish it.
     async fn publish_ephemeral(&self, req: csi::NodePublishVolumeRequest, target: PathBuf) -> Result<(), Status> {
-        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let cap =
+            req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         let capability = convert::capability(cap)?;
         let mut attributes = req.volume_context.clone();
         let size = attributes.remove(EPHEMERAL_SIZE).map(|s| parse_size(&s)).transpose()?.unwrap_or(0);
@@ -126,7 +148,9 @@ impl NodeService {
         // The staging directory marks the volume as ephemeral before it exists, so an
         // unpublish after a failed publish still finds and removes whatever was made.
         let staging = self.driver.ephemeral_staging(&req.volume_id);
-        tokio::fs::create_dir_all(&staging).await.map_err(|e| Status::internal(format!("create {}: {e}", staging.display())))?;
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(|e| Status::internal(format!("create {}: {e}", staging.display())))?;
         let request = CreateVolumeRequest {
             name: req.volume_id.clone(),
             capacity: crate::runtime::CapacityRange { required_bytes: size, limit_bytes: 0 },
@@ -136,15 +160,23 @@ impl NodeService {
             content_source: None,
             accessibility: None,
         };
-        let created = backend.call(Secrets::from(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request)).await?;
-        let device = self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), Secrets::from(&req.secrets)).await?;
+        let created = backend
+            .call(Secrets::from(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request))
+            .await?;
+        let device =
+            self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), Secrets::from(&req.secrets)).await?;
         tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
         self.stage(backend, device.clone(), staging.clone(), access.clone(), guard.clone()).await?;
         self.publish(backend, device, (staging, target), access, req.readonly, guard).await
     }
 
     /// NodeUnpublish of an ephemeral inline volume: unstage and delete it.
-    async fn remove_ephemeral(&self, volume_id: &str, staging: PathBuf, guard: impl Send + 'static) -> Result<(), Status> {
+    async fn remove_ephemeral(
+        &self,
+        volume_id: &str,
+        staging: PathBuf,
+        guard: impl Send + 'static,
+    ) -> Result<(), Status> {
         let mut owner = None;
         for backend in self.driver.backends.iter() {
             let name = volume_id.to_owned();
@@ -217,7 +249,9 @@ fn access(cap: &csi::VolumeCapability, backend: &Backend) -> Result<Access, Stat
         AccessType::Block => Access::Block,
         AccessType::Mount(m) => {
             let fs_type = if m.fs_type.is_empty() { backend.info.default_fs_type.clone() } else { m.fs_type };
-            let fs: FsType = fs_type.parse().map_err(|_| Status::failed_precondition(format!("filesystem {fs_type:?} is not supported")))?;
+            let fs: FsType = fs_type
+                .parse()
+                .map_err(|_| Status::failed_precondition(format!("filesystem {fs_type:?} is not supported")))?;
             Access::Mount { fs, options: m.mount_flags }
         }
     })
@@ -246,18 +280,23 @@ fn parse_size(text: &str) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl Node for NodeService {
-    async fn node_stage_volume(&self, request: Request<csi::NodeStageVolumeRequest>) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
+    async fn node_stage_volume(
+        &self,
+        request: Request<csi::NodeStageVolumeRequest>,
+    ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         let req = inbound("NodeStageVolume", request);
         validate::required("volume_id", &req.volume_id)?;
         let staging = path_arg("staging_target_path", &req.staging_target_path)?;
-        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let cap =
+            req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
         validate::map("publish_context", &req.publish_context)?;
         convert::capability(cap)?;
         let (backend, local) = self.route(&req.volume_id)?;
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        let device = self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
+        let device =
+            self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
         self.stage(backend, device, staging, access, guard).await?;
         tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume staged");
         Ok(Response::new(csi::NodeStageVolumeResponse {}))
@@ -288,7 +327,8 @@ impl Node for NodeService {
         let req = inbound("NodePublishVolume", request);
         validate::required("volume_id", &req.volume_id)?;
         let target = path_arg("target_path", &req.target_path)?;
-        let cap = req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let cap =
+            req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
         validate::map("publish_context", &req.publish_context)?;
         convert::capability(cap)?;
@@ -297,13 +337,16 @@ impl Node for NodeService {
             return Ok(Response::new(csi::NodePublishVolumeResponse {}));
         }
         if req.staging_target_path.is_empty() {
-            return Err(Status::failed_precondition("staging_target_path is required: this plugin stages volumes first"));
+            return Err(Status::failed_precondition(
+                "staging_target_path is required: this plugin stages volumes first",
+            ));
         }
         let staging = path_arg("staging_target_path", &req.staging_target_path)?;
         let (backend, local) = self.route(&req.volume_id)?;
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        let device = self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
+        let device =
+            self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
         let readonly = req.readonly;
         self.publish(backend, device, (staging, target), access, readonly, guard).await?;
         tracing::info!(volume = %req.volume_id, target = %req.target_path, readonly, "volume published");
@@ -355,7 +398,9 @@ impl Node for NodeService {
                 entry(Unit::Bytes, s.total_bytes, s.available_bytes, s.used_bytes),
                 entry(Unit::Inodes, s.total_inodes, s.free_inodes, s.used_inodes),
             ],
-            Usage::Block { bytes } => vec![csi::VolumeUsage { total: signed(bytes), unit: Unit::Bytes as i32, ..Default::default() }],
+            Usage::Block { bytes } => {
+                vec![csi::VolumeUsage { total: signed(bytes), unit: Unit::Bytes as i32, ..Default::default() }]
+            }
         };
         let volume_condition = Some(csi::VolumeCondition {
             abnormal: condition.is_some(),
@@ -405,7 +450,10 @@ impl Node for NodeService {
         inbound("NodeGetCapabilities", request);
         let backends = &self.driver.backends;
         let multi_writer = backends.iter().any(|b| {
-            b.info.access_modes.iter().any(|m| matches!(m, AccessMode::SingleNodeSingleWriter | AccessMode::SingleNodeMultiWriter))
+            b.info
+                .access_modes
+                .iter()
+                .any(|m| matches!(m, AccessMode::SingleNodeSingleWriter | AccessMode::SingleNodeMultiWriter))
         });
         let rpcs = [
             (Rpc::StageUnstageVolume, true),
@@ -418,13 +466,18 @@ impl Node for NodeService {
             .into_iter()
             .filter(|(_, on)| *on)
             .map(|(rpc, _)| csi::NodeServiceCapability {
-                r#type: Some(csi::node_service_capability::Type::Rpc(csi::node_service_capability::Rpc { r#type: rpc as i32 })),
+                r#type: Some(csi::node_service_capability::Type::Rpc(csi::node_service_capability::Rpc {
+                    r#type: rpc as i32,
+                })),
             })
             .collect();
         Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
     }
 
-    async fn node_get_info(&self, request: Request<csi::NodeGetInfoRequest>) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
+    async fn node_get_info(
+        &self,
+        request: Request<csi::NodeGetInfoRequest>,
+    ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
         inbound("NodeGetInfo", request);
         let driver = &self.driver;
         let mut segments = BTreeMap::new();
@@ -436,12 +489,16 @@ impl Node for NodeService {
             let segment = backend.call(Secrets::default(), (), |g, s| g.call_node_topology(s)).await?;
             for (key, value) in segment {
                 if !backend.info.topology_keys.contains(&key) {
-                    return Err(Status::internal(format!("backend {} answered topology key {key:?}, which it does not declare", backend.name())));
+                    return Err(Status::internal(format!(
+                        "backend {} answered topology key {key:?}, which it does not declare",
+                        backend.name()
+                    )));
                 }
                 segments.insert(key, value);
             }
         }
-        let accessible_topology = (!segments.is_empty()).then(|| csi::Topology { segments: segments.into_iter().collect() });
+        let accessible_topology =
+            (!segments.is_empty()).then(|| csi::Topology { segments: segments.into_iter().collect() });
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: driver.node_id.clone(),
             max_volumes_per_node: driver.node.max_volumes_per_node,

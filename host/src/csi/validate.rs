@@ -45,7 +45,8 @@ pub fn node_id(field: &str, value: &str) -> Result<(), Status> {
 
 /// A pagination size: never negative; 0 means no limit.
 pub fn max_entries(value: i32) -> Result<u32, Status> {
-    u32::try_from(value).map_err(|_| Status::invalid_argument(format!("max_entries must not be negative (got {value})")))
+    u32::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("max_entries must not be negative (got {value})")))
 }
 
 #[cfg(test)]

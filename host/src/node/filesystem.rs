@@ -308,7 +308,10 @@ fn diagnostic(out: &command::Output) -> String {
 /// `blkid -o export` prints `KEY=value` lines.
 fn parse_probe(export: &str) -> Content {
     let value = |key: &str| {
-        export.lines().find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('='))).map(str::to_owned)
+        export
+            .lines()
+            .find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+            .map(str::to_owned)
     };
     match (value("TYPE"), value("USAGE"), value("PTTYPE")) {
         (Some(t), None, _) => Content::Filesystem(t),
@@ -344,7 +347,10 @@ mod tests {
 
     #[test]
     fn probe_output_is_classified() {
-        assert_eq!(parse_probe("UUID=1\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n"), Content::Filesystem("ext4".into()));
+        assert_eq!(
+            parse_probe("UUID=1\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n"),
+            Content::Filesystem("ext4".into())
+        );
         assert_eq!(parse_probe("TYPE=xfs\n"), Content::Filesystem("xfs".into()));
         assert_eq!(parse_probe("TYPE=LVM2_member\nUSAGE=raid\n"), Content::Other("LVM2_member (raid)".into()));
         assert_eq!(parse_probe("PTUUID=abc\nPTTYPE=gpt\n"), Content::Other("a gpt partition table".into()));

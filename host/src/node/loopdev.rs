@@ -236,8 +236,11 @@ fn attach_as(backing: BorrowedFd<'_>, name: &Path, read_only: bool) -> Result<Lo
     }
 
     for _ in 0..ATTACH_ATTEMPTS {
-        let number = unsafe { sys::loop_ctl_get_free(control.as_raw_fd()) }
-            .map_err(|source| LoopError::Ioctl { op: "LOOP_CTL_GET_FREE", device: LOOP_CONTROL.into(), source })?;
+        let number = unsafe { sys::loop_ctl_get_free(control.as_raw_fd()) }.map_err(|source| LoopError::Ioctl {
+            op: "LOOP_CTL_GET_FREE",
+            device: LOOP_CONTROL.into(),
+            source,
+        })?;
         let number = u32::try_from(number).map_err(|_| LoopError::Ioctl {
             op: "LOOP_CTL_GET_FREE",
             device: LOOP_CONTROL.into(),
@@ -397,7 +400,12 @@ fn clear_autoclear(device: &Path) -> Result<(), LoopError> {
 }
 
 /// Binds `backing` to the free device `device`; on failure, which ioctl failed and how.
-fn configure(device: &File, backing: BorrowedFd<'_>, name: &Path, read_only: bool) -> Result<(), (&'static str, Errno)> {
+fn configure(
+    device: &File,
+    backing: BorrowedFd<'_>,
+    name: &Path,
+    read_only: bool,
+) -> Result<(), (&'static str, Errno)> {
     let read_only_flag = if read_only { LO_FLAGS_READ_ONLY } else { 0 };
     let config = LoopConfig {
         fd: backing.as_raw_fd() as u32,
@@ -451,7 +459,8 @@ fn read_device(number: u32) -> Result<Option<LoopDevice>, LoopError> {
         let path = base.join(rel);
         Ok(read_attribute(&path)?.map(|bytes| (path, String::from_utf8_lossy(&bytes).trim_end().to_owned())))
     };
-    let (Some(dev), Some(dio), Some(autoclear), Some(ro)) = (text("dev")?, text("loop/dio")?, text("loop/autoclear")?, text("ro")?)
+    let (Some(dev), Some(dio), Some(autoclear), Some(ro)) =
+        (text("dev")?, text("loop/dio")?, text("loop/autoclear")?, text("ro")?)
     else {
         return Ok(None);
     };
@@ -545,7 +554,10 @@ mod tests {
     #[test]
     fn attach_refuses_what_is_not_a_writable_regular_file() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(attach(dir.path()), Err(LoopError::OpenBacking { .. })), "a directory cannot be opened for writing");
+        assert!(
+            matches!(attach(dir.path()), Err(LoopError::OpenBacking { .. })),
+            "a directory cannot be opened for writing"
+        );
         let d = File::open(dir.path()).unwrap();
         assert!(matches!(attach_fd(&d, dir.path()), Err(LoopError::NotRegularFile { .. })));
         let path = dir.path().join("f.img");

@@ -68,7 +68,10 @@ mod tests {
         let d: DeviceNumber = "7:12\n".parse().unwrap();
         assert_eq!(d, DeviceNumber { major: 7, minor: 12 });
         assert_eq!(d.to_string(), "7:12");
-        assert_eq!(DeviceNumber::from_dev_t(nix::sys::stat::makedev(259, 300)), DeviceNumber { major: 259, minor: 300 });
+        assert_eq!(
+            DeviceNumber::from_dev_t(nix::sys::stat::makedev(259, 300)),
+            DeviceNumber { major: 259, minor: 300 }
+        );
         for bad in ["", "7", "7:", ":1", "a:b", "7:1:2", "-1:0"] {
             assert!(bad.parse::<DeviceNumber>().is_err(), "{bad:?} parsed");
         }

@@ -174,10 +174,10 @@ pub fn unmount(target: &Path) -> Result<Unmounted, MountError> {
 
 fn bind_with(source: &Path, target: &Path, requested: MsFlags) -> Result<(), MountError> {
     // What the bind inherits from the source; the remount must keep it.
-    let inherited = nix::sys::statvfs::statvfs(source).map(|st| per_mount_flags(st.flags())).unwrap_or(MsFlags::empty());
-    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|errno| {
-        MountError::Bind { from: source.to_owned(), target: target.to_owned(), errno }
-    })?;
+    let inherited =
+        nix::sys::statvfs::statvfs(source).map(|st| per_mount_flags(st.flags())).unwrap_or(MsFlags::empty());
+    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|errno| MountError::Bind { from: source.to_owned(), target: target.to_owned(), errno })?;
     if inherited.contains(requested) {
         return Ok(());
     }
@@ -217,14 +217,15 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let o = MountOptions::parse(&["ro", "noatime,nodev", "nosuid", "errors=remount-ro", "discard", "defaults"]).unwrap();
-        assert_eq!(
-            o.flags(),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_NOSUID
-        );
+        let o = MountOptions::parse(&["ro", "noatime,nodev", "nosuid", "errors=remount-ro", "discard", "defaults"])
+            .unwrap();
+        assert_eq!(o.flags(), MsFlags::MS_RDONLY | MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_NOSUID);
         assert_eq!(o.data(), "errors=remount-ro,discard");
         let o = MountOptions::parse(&["sync,dirsync,noexec", "ro", "rw", "lazytime"]).unwrap();
-        assert_eq!(o.flags(), MsFlags::MS_SYNCHRONOUS | MsFlags::MS_DIRSYNC | MsFlags::MS_NOEXEC | MsFlags::MS_LAZYTIME);
+        assert_eq!(
+            o.flags(),
+            MsFlags::MS_SYNCHRONOUS | MsFlags::MS_DIRSYNC | MsFlags::MS_NOEXEC | MsFlags::MS_LAZYTIME
+        );
         assert_eq!(o.data(), "");
         assert_eq!(MountOptions::parse::<String>(&[]).unwrap().flags(), MsFlags::empty());
     }
@@ -248,7 +249,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"").unwrap();
-        assert!(matches!(bind_device(&file, &file, false), Err(MountError::WrongType { expected: "block device", .. })));
+        assert!(matches!(
+            bind_device(&file, &file, false),
+            Err(MountError::WrongType { expected: "block device", .. })
+        ));
         assert!(matches!(bind_device(Path::new("/no/such"), &file, false), Err(MountError::Inspect { .. })));
     }
 
@@ -339,7 +343,10 @@ mod tests {
         let _guard = MountGuard::new(&target);
         bind_device(&device.path, &target, false).unwrap();
         assert!(std::fs::metadata(&target).unwrap().file_type().is_block_device());
-        assert!(matches!(bind_device(&device.path, &scratch.path().join("nope"), false), Err(MountError::Inspect { .. })));
+        assert!(matches!(
+            bind_device(&device.path, &scratch.path().join("nope"), false),
+            Err(MountError::Inspect { .. })
+        ));
         assert!(matches!(bind_device(&device.path, scratch.path(), false), Err(MountError::WrongType { .. })));
 
         let mut through_target = File::options().read(true).write(true).open(&target).unwrap();

@@ -122,10 +122,8 @@ fn parse_line(line: &[u8]) -> Result<MountEntry, String> {
 
     let mount_id = number(next("mount id")?, "mount id")?;
     let parent_id = number(next("parent id")?, "parent id")?;
-    let device = std::str::from_utf8(next("major:minor")?)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad major:minor")?;
+    let device =
+        std::str::from_utf8(next("major:minor")?).ok().and_then(|s| s.parse().ok()).ok_or("bad major:minor")?;
     let root = PathBuf::from(unescape(next("root")?));
     let mount_point = PathBuf::from(unescape(next("mount point")?));
     let mount_options = text(next("mount options")?);
@@ -161,7 +159,8 @@ fn unescape(field: &[u8]) -> OsString {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        let octal = field.get(i + 1..i + 4).filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal =
+            field.get(i + 1..i + 4).filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) if d[0] <= b'3' => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -179,8 +178,8 @@ fn unescape(field: &[u8]) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::testing::{self, MountGuard};
     use crate::node::mount;
+    use crate::node::testing::{self, MountGuard};
 
     const SAMPLE: &[u8] = b"\
 22 27 0:21 / /proc rw,relatime - proc proc rw

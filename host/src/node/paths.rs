@@ -233,7 +233,9 @@ mod tests {
         assert!(matches!(check_path("relative/x"), Err(PathError::NotAbsolute(_))));
         assert!(matches!(check_path("/a\0b"), Err(PathError::Nul(_))));
         assert!(matches!(check_path(&format!("/{}", "a".repeat(PATH_MAX))), Err(PathError::TooLong(_))));
-        for (bad, problem) in [("/a//b", "empty"), ("/a/", "empty"), ("/a/./b", "`.`"), ("/a/../etc", "`..`"), ("/..", "`..`")] {
+        for (bad, problem) in
+            [("/a//b", "empty"), ("/a/", "empty"), ("/a/./b", "`.`"), ("/a/../etc", "`..`"), ("/..", "`..`")]
+        {
             match check_path(bad) {
                 Err(e @ PathError::NotNormalized { .. }) => assert!(e.to_string().contains(problem), "{bad}: {e}"),
                 other => panic!("{bad}: {other:?}"),

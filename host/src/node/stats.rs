@@ -41,7 +41,8 @@ mod sys {
 
 /// Statistics of the filesystem mounted at (or containing) `path`.
 pub fn filesystem_stats(path: &Path) -> Result<FsStats, StatsError> {
-    let st = nix::sys::statvfs::statvfs(path).map_err(|source| StatsError::Statvfs { path: path.to_owned(), source })?;
+    let st =
+        nix::sys::statvfs::statvfs(path).map_err(|source| StatsError::Statvfs { path: path.to_owned(), source })?;
     // On 64-bit Linux every statvfs field is a u64.
     let unit = match st.fragment_size() {
         0 => st.block_size(),
@@ -63,7 +64,11 @@ pub fn filesystem_stats(path: &Path) -> Result<FsStats, StatsError> {
 /// Size in bytes of the block device at `device`.
 pub fn block_device_size(device: &Path) -> Result<u64, StatsError> {
     let file = File::open(device).map_err(|source| StatsError::Open { path: device.to_owned(), source })?;
-    let is_block = file.metadata().map_err(|source| StatsError::Open { path: device.to_owned(), source })?.file_type().is_block_device();
+    let is_block = file
+        .metadata()
+        .map_err(|source| StatsError::Open { path: device.to_owned(), source })?
+        .file_type()
+        .is_block_device();
     if !is_block {
         return Err(StatsError::NotBlockDevice(device.to_owned()));
     }

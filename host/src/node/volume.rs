@@ -18,8 +18,8 @@ use super::filesystem::{self, Content, FsType};
 use super::mount::{self, MountOptions, Unmounted};
 use super::mountinfo::MountTable;
 use super::{DeviceNumber, loopdev, paths, stats};
-use crate::runtime::{Device, Disk};
 use crate::runtime::grants::Grants;
+use crate::runtime::{Device, Disk};
 
 /// The loop driver's block major.
 const LOOP_MAJOR: u32 = 7;
@@ -122,7 +122,10 @@ pub fn stage_device(
     paths::check_parent(staging)?;
     let realised = realise(device, grants, by_id_root)?;
     let staged = stage(&realised, staging, access, deadline);
-    if staged.is_err() && realised.attached_now && MountTable::read().map_err(internal)?.of_device(realised.number).next().is_none() {
+    if staged.is_err()
+        && realised.attached_now
+        && MountTable::read().map_err(internal)?.of_device(realised.number).next().is_none()
+    {
         loopdev::detach(&realised.path).map_err(internal)?;
     }
     staged
@@ -175,7 +178,8 @@ fn by_serial(root: &Path, serial: &str) -> Result<Realised, NodeError> {
 /// exists even where no udev maintains `/dev/block`.
 fn device_path(number: DeviceNumber) -> Result<PathBuf, NodeError> {
     let uevent = format!("/sys/dev/block/{number}/uevent");
-    let text = std::fs::read_to_string(&uevent).map_err(|e| internal(format!("find device {number}: {uevent}: {e}")))?;
+    let text =
+        std::fs::read_to_string(&uevent).map_err(|e| internal(format!("find device {number}: {uevent}: {e}")))?;
     text.lines()
         .find_map(|line| line.strip_prefix("DEVNAME="))
         .map(|name| Path::new("/dev").join(name))
@@ -197,17 +201,24 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
                 return if mounted.device == dev.number && mounted.fs_type == fs.as_str() {
                     Ok(())
                 } else {
-                    Err(NodeError::AlreadyExists(format!("{} is already staged with another volume or filesystem", staging.display())))
+                    Err(NodeError::AlreadyExists(format!(
+                        "{} is already staged with another volume or filesystem",
+                        staging.display()
+                    )))
                 };
             }
             if table.is_mount_point(&staging.join(STAGED_DEVICE)) {
-                return Err(NodeError::AlreadyExists(format!("{} is already staged as a raw block volume", staging.display())));
+                return Err(NodeError::AlreadyExists(format!(
+                    "{} is already staged as a raw block volume",
+                    staging.display()
+                )));
             }
             let content = filesystem::probe(&dev.path, deadline).map_err(internal)?;
             match &content {
                 Content::Blank => filesystem::format_probed(&dev.path, *fs, &content, deadline).map_err(internal)?,
                 Content::Filesystem(found) if found == fs.as_str() => {
-                    filesystem::check(&dev.path, *fs, deadline).map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+                    filesystem::check(&dev.path, *fs, deadline)
+                        .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
                     grow_unmounted(&dev.path, *fs, deadline)?;
                 }
                 Content::Filesystem(found) => {
@@ -217,7 +228,10 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
                     )));
                 }
                 Content::Other(what) => {
-                    return Err(NodeError::FailedPrecondition(format!("{} holds {what}; refusing to format it", dev.path.display())));
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "{} holds {what}; refusing to format it",
+                        dev.path.display()
+                    )));
                 }
             }
             paths::create_target_dir(staging)?;
@@ -225,7 +239,10 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
         }
         Access::Block => {
             if table.is_mount_point(staging) {
-                return Err(NodeError::AlreadyExists(format!("{} is already staged as a filesystem", staging.display())));
+                return Err(NodeError::AlreadyExists(format!(
+                    "{} is already staged as a filesystem",
+                    staging.display()
+                )));
             }
             paths::create_target_dir(staging)?;
             let file = staging.join(STAGED_DEVICE);
@@ -270,12 +287,8 @@ fn bound_device(file: &Path) -> Result<Option<DeviceNumber>, NodeError> {
 fn unmount_all(path: &Path) -> Result<Option<DeviceNumber>, NodeError> {
     let table = MountTable::read().map_err(internal)?;
     let device = table.at(path).next().map(|m| m.device);
-    let mut beneath: Vec<&Path> = table
-        .entries()
-        .iter()
-        .map(|m| m.mount_point.as_path())
-        .filter(|p| p.starts_with(path) && *p != path)
-        .collect();
+    let mut beneath: Vec<&Path> =
+        table.entries().iter().map(|m| m.mount_point.as_path()).filter(|p| p.starts_with(path) && *p != path).collect();
     beneath.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     beneath.dedup();
     for inner in beneath.into_iter().chain([path]) {
@@ -347,7 +360,10 @@ pub fn publish(
                 return if existing.device == staged.device && existing.read_only() == readonly {
                     Ok(())
                 } else {
-                    Err(NodeError::AlreadyExists(format!("{} is already published with other arguments", target.display())))
+                    Err(NodeError::AlreadyExists(format!(
+                        "{} is already published with other arguments",
+                        target.display()
+                    )))
                 };
             }
             paths::create_target_dir(target)?;
@@ -359,11 +375,18 @@ pub fn publish(
             if Some(number) != volume_device {
                 return Err(not_staged());
             }
-            let device = if readonly { read_only_view()? } else { Realised { path: device_path(number)?, number, attached_now: false } };
+            let device = if readonly {
+                read_only_view()?
+            } else {
+                Realised { path: device_path(number)?, number, attached_now: false }
+            };
             if let Some(existing) = table.at(target).last() {
                 return match bound_device(target)? {
                     Some(bound) if bound == device.number && existing.read_only() == readonly => Ok(()),
-                    _ => Err(NodeError::AlreadyExists(format!("{} is already published with other arguments", target.display()))),
+                    _ => Err(NodeError::AlreadyExists(format!(
+                        "{} is already published with other arguments",
+                        target.display()
+                    ))),
                 };
             }
             paths::create_target_file(target)?;
@@ -423,7 +446,8 @@ pub fn expand(volume_path: &Path, deadline: Instant) -> Result<u64, NodeError> {
         loopdev::set_capacity(&dev.path).map_err(internal)?;
     }
     if let Some(fs_type) = fs_type {
-        let fs: FsType = fs_type.parse().map_err(|e| NodeError::FailedPrecondition(format!("cannot grow {fs_type}: {e}")))?;
+        let fs: FsType =
+            fs_type.parse().map_err(|e| NodeError::FailedPrecondition(format!("cannot grow {fs_type}: {e}")))?;
         filesystem::grow(&dev.path, volume_path, fs, deadline).map_err(|e| match e {
             filesystem::FsError::MissingCapability { .. } => NodeError::FailedPrecondition(format!(
                 "{e}; the filesystem is grown instead when the volume is next staged"

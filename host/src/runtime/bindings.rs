@@ -9,8 +9,7 @@ wasmtime::component::bindgen!({
 
 pub use csi::backend::types::{
     AccessMode, AccessType, BackendInfo, CapacityRange, ContentSource, Device, Disk, Error as BackendError, Expansion,
-    Features,
-    MountAccess, Snapshot, TopologyRequirement, Volume, VolumeCapability,
+    Features, MountAccess, Snapshot, TopologyRequirement, Volume, VolumeCapability,
 };
 pub use exports::csi::backend::backend::{CreateVolumeRequest, Guest};
 

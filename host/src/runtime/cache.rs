@@ -40,7 +40,9 @@ impl ComponentCache {
                     tracing::info!(module = label, cache = %path.display(), micros = started.elapsed().as_micros() as u64, "loaded compiled component from cache");
                     return Ok(component);
                 }
-                Err(e) => tracing::warn!(module = label, cache = %path.display(), "cache entry unusable, recompiling: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(module = label, cache = %path.display(), "cache entry unusable, recompiling: {e:#}")
+                }
             }
         }
         let started = Instant::now();

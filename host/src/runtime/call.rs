@@ -97,7 +97,9 @@ impl CallState {
             OpenError::Io(nix::Error::EXDEV | nix::Error::ELOOP) => {
                 self.deny(what, Denied::OutsideDirectories(path.to_owned()))
             }
-            OpenError::Io(nix::Error::ENOSPC) => BackendError::ResourceExhausted(format!("{what} {path}: no space left")),
+            OpenError::Io(nix::Error::ENOSPC) => {
+                BackendError::ResourceExhausted(format!("{what} {path}: no space left"))
+            }
             OpenError::Io(e) => BackendError::Internal(format!("{what} {path}: {e}")),
         }
     }
@@ -145,7 +147,9 @@ impl host::Host for CallState {
             return Err(self.deny("exec", denied));
         }
         let cap = self.shared.limits.output_kib << 10;
-        let out = self.shared.executor
+        let out = self
+            .shared
+            .executor
             .run(program.as_ref(), &args, &stdin, self.deadline, cap)
             .map_err(|e| BackendError::Unavailable(format!("run {program}: {e}")))?;
         if out.timed_out {

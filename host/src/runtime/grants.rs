@@ -58,9 +58,14 @@ impl Grants {
         let http = config.http.iter().map(|o| Origin::parse(o)).collect::<Result<Vec<_>, _>>()?;
         let mut directories = Vec::new();
         for d in &config.directories {
-            std::fs::create_dir_all(&d.host).map_err(|e| format!("create granted directory {}: {e}", d.host.display()))?;
+            std::fs::create_dir_all(&d.host)
+                .map_err(|e| format!("create granted directory {}: {e}", d.host.display()))?;
             let host = d.host.canonicalize().map_err(|e| format!("granted directory {}: {e}", d.host.display()))?;
-            directories.push(DirGrant { host, guest: d.guest.trim_end_matches('/').to_owned(), read_only: d.read_only });
+            directories.push(DirGrant {
+                host,
+                guest: d.guest.trim_end_matches('/').to_owned(),
+                read_only: d.read_only,
+            });
         }
         Ok(Grants {
             directories,
@@ -193,8 +198,9 @@ mod tests {
 
     #[test]
     fn devices_match_whole_plain_paths() {
-        let grants = Grants::new(&GrantsConfig { devices: strings(&["/dev/vg0/*", "/dev/loop1|loop2"]), ..Default::default() })
-            .unwrap();
+        let grants =
+            Grants::new(&GrantsConfig { devices: strings(&["/dev/vg0/*", "/dev/loop1|loop2"]), ..Default::default() })
+                .unwrap();
         for ok in ["/dev/vg0/csi-1", "/dev/loop2"] {
             assert!(grants.check_device(ok).is_ok(), "{ok}");
         }
@@ -224,8 +230,14 @@ mod tests {
         })
         .unwrap();
         assert!(grants.open("/data/inside", OFlag::O_RDONLY, Mode::empty()).is_ok());
-        assert!(matches!(grants.open("/data/../etc/passwd", OFlag::O_RDONLY, Mode::empty()), Err(OpenError::Denied(_))));
+        assert!(matches!(
+            grants.open("/data/../etc/passwd", OFlag::O_RDONLY, Mode::empty()),
+            Err(OpenError::Denied(_))
+        ));
         assert!(matches!(grants.open("/elsewhere/x", OFlag::O_RDONLY, Mode::empty()), Err(OpenError::Denied(_))));
-        assert!(matches!(grants.open("/data/escape", OFlag::O_RDONLY, Mode::empty()), Err(OpenError::Io(nix::Error::EXDEV))));
+        assert!(matches!(
+            grants.open("/data/escape", OFlag::O_RDONLY, Mode::empty()),
+            Err(OpenError::Io(nix::Error::EXDEV))
+        ));
     }
 }

@@ -37,7 +37,13 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Sends a request that passed the grant check: the network in production, a scripted
 /// responder in tests.
 pub trait HttpSender: Send + Sync {
-    fn send(&self, origin: &Origin, request: Request, options: Option<RequestOptions>, max_response: usize) -> SendFuture;
+    fn send(
+        &self,
+        origin: &Origin,
+        request: Request,
+        options: Option<RequestOptions>,
+        max_response: usize,
+    ) -> SendFuture;
 }
 
 /// `scheme://host:port`, as granted and as requests are compared.
@@ -108,7 +114,13 @@ pub fn is_public(ip: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_public(IpAddr::V4(v4)),
-            None => !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || v6.is_unique_local() || v6.is_unicast_link_local()),
+            None => {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local())
+            }
         },
     }
 }
@@ -118,7 +130,13 @@ pub fn is_public(ip: IpAddr) -> bool {
 pub struct Network;
 
 impl HttpSender for Network {
-    fn send(&self, origin: &Origin, request: Request, options: Option<RequestOptions>, max_response: usize) -> SendFuture {
+    fn send(
+        &self,
+        origin: &Origin,
+        request: Request,
+        options: Option<RequestOptions>,
+        max_response: usize,
+    ) -> SendFuture {
         let origin = origin.clone();
         Box::pin(async move {
             if origin.ip_literal().is_none() {
@@ -189,7 +207,8 @@ impl WasiHttpHooks for GrantedHttp {
             tracing::debug!(%backend, %method, %origin, "outgoing HTTP");
             let body = body.map_err(|_| HttpError::HttpRequestBodySize(None))?.to_bytes();
             let send = sender.send(&origin, Request::from_parts(parts, body), options, max_response);
-            let response = tokio::time::timeout_at(deadline.into(), send).await.map_err(|_| HttpError::ConnectionTimeout)??;
+            let response =
+                tokio::time::timeout_at(deadline.into(), send).await.map_err(|_| HttpError::ConnectionTimeout)??;
             let response = response.map(|body| Full::new(body).map_err(|never| match never {}).boxed_unsync());
             Ok((response, Box::new(async { Ok(()) }) as Finished))
         })
@@ -202,7 +221,10 @@ mod tests {
 
     #[test]
     fn grants_parse_to_origins_with_default_ports() {
-        assert_eq!(Origin::parse("https://EC2.us-east-1.amazonaws.com").unwrap().to_string(), "https://ec2.us-east-1.amazonaws.com:443");
+        assert_eq!(
+            Origin::parse("https://EC2.us-east-1.amazonaws.com").unwrap().to_string(),
+            "https://ec2.us-east-1.amazonaws.com:443"
+        );
         assert_eq!(Origin::parse("http://127.0.0.1:5000/").unwrap().to_string(), "http://127.0.0.1:5000");
         assert_eq!(Origin::parse("http://[::1]:8080").unwrap().to_string(), "http://[::1]:8080");
         for bad in ["ftp://x", "https://x/path", "x.example.com", "https://u:p@x", "https://x?q=1"] {
@@ -215,14 +237,28 @@ mod tests {
         let granted = Origin::parse("http://127.0.0.1:5000").unwrap();
         let of = |uri: &str| Origin::of(&uri.parse().unwrap());
         assert_eq!(of("http://127.0.0.1:5000/?Action=DescribeVolumes"), Some(granted.clone()));
-        for other in ["https://127.0.0.1:5000/", "http://127.0.0.1:5001/", "http://127.0.0.2:5000/", "http://localhost:5000/"] {
+        for other in
+            ["https://127.0.0.1:5000/", "http://127.0.0.1:5001/", "http://127.0.0.2:5000/", "http://localhost:5000/"]
+        {
             assert_ne!(of(other), Some(granted.clone()), "{other}");
         }
     }
 
     #[test]
     fn non_public_addresses() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         for public in ["52.94.1.1", "8.8.8.8", "2600:1f18::1"] {

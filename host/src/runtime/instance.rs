@@ -17,8 +17,8 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use super::bindings::{BackendComponentPre, BackendError, BackendInfo, Guest};
 use super::call::{CallState, MemoryLimiter, Secrets};
 use super::grants::Grants;
-use super::{CallError, EPOCH_TICK};
 use super::http::{GrantedHttp, HttpSender};
+use super::{CallError, EPOCH_TICK};
 use crate::command::Executor;
 use crate::config::LimitsConfig;
 
@@ -83,7 +83,13 @@ impl Backend {
         Some(self.call_with(permit, Secrets::default(), (), f).await)
     }
 
-    async fn call_with<R, F, G>(&self, permit: OwnedSemaphorePermit, secrets: Secrets, guard: G, f: F) -> Result<R, CallError>
+    async fn call_with<R, F, G>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        secrets: Secrets,
+        guard: G,
+        f: F,
+    ) -> Result<R, CallError>
     where
         F: FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
         R: Send + 'static,
@@ -115,8 +121,10 @@ pub(super) fn run<R>(
     wasi.stdout(output.clone()).stderr(output.clone()).allow_blocking_current_thread(true);
     for dir in &shared.grants.directories {
         let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        wasi.preopened_dir(&dir.host, &dir.guest, perms)
-            .map_err(|e| CallError::Trap { backend: backend(), message: format!("open granted directory {}: {e}", dir.host.display()) })?;
+        wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| CallError::Trap {
+            backend: backend(),
+            message: format!("open granted directory {}: {e}", dir.host.display()),
+        })?;
     }
     let deadline = Instant::now() + Duration::from_millis(deadline_ms);
     let http_hooks = GrantedHttp {
@@ -142,9 +150,7 @@ pub(super) fn run<R>(
     store.set_epoch_deadline(deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
     store.epoch_deadline_trap();
 
-    let outcome = pre
-        .instantiate(&mut store)
-        .and_then(|instance| f(instance.csi_backend_backend(), &mut store));
+    let outcome = pre.instantiate(&mut store).and_then(|instance| f(instance.csi_backend_backend(), &mut store));
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(CallError::Backend { backend: backend(), error }),
@@ -152,7 +158,13 @@ pub(super) fn run<R>(
     }
 }
 
-fn classify(backend: String, trap: wasmtime::Error, memory_exceeded: bool, deadline_ms: u64, output: &[u8]) -> CallError {
+fn classify(
+    backend: String,
+    trap: wasmtime::Error,
+    memory_exceeded: bool,
+    deadline_ms: u64,
+    output: &[u8],
+) -> CallError {
     if memory_exceeded {
         return CallError::OutOfMemory { backend };
     }

@@ -23,8 +23,8 @@ use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, Pooli
 
 pub use bindings::*;
 pub use call::{CallState, Secrets};
-pub use wasmtime::Store;
 pub use instance::Backend;
+pub use wasmtime::Store;
 
 use crate::command::Executor;
 use crate::config::{BUILTIN_PREFIX, BackendConfig};
@@ -110,14 +110,18 @@ impl Runtime {
 
     /// Loads the instance `config` describes, reading its module file or builtin.
     pub fn load(&self, config: &BackendConfig, node_id: &str) -> Result<Backend, LoadError> {
-        let wasm = module_bytes(&config.module).map_err(|reason| LoadError { instance: config.name.clone(), reason })?;
+        let wasm =
+            module_bytes(&config.module).map_err(|reason| LoadError { instance: config.name.clone(), reason })?;
         self.load_bytes(config, &wasm, node_id)
     }
 
     /// Compiles (or loads from cache), links, introspects and validates one instance.
     pub fn load_bytes(&self, config: &BackendConfig, wasm: &[u8], node_id: &str) -> Result<Backend, LoadError> {
         let fail = |reason: String| LoadError { instance: config.name.clone(), reason };
-        let component = self.cache.load(&self.engine, wasm, &config.module).map_err(|e| fail(format!("compile {}: {e:#}", config.module)))?;
+        let component = self
+            .cache
+            .load(&self.engine, wasm, &config.module)
+            .map_err(|e| fail(format!("compile {}: {e:#}", config.module)))?;
         let pre = self.instantiate_pre(&component).map_err(|e| fail(format!("link {}: {e:#}", config.module)))?;
         let shared = Arc::new(Shared {
             name: config.name.clone(),
@@ -128,7 +132,8 @@ impl Runtime {
             executor: self.executor.clone(),
             http: self.http.clone(),
         });
-        let info = run(&shared, &pre, Secrets::default(), |g, s| g.call_info(s).map(Ok)).map_err(|e| fail(e.to_string()))?;
+        let info =
+            run(&shared, &pre, Secrets::default(), |g, s| g.call_info(s).map(Ok)).map_err(|e| fail(e.to_string()))?;
         run(&shared, &pre, Secrets::default(), |g, s| g.call_validate_settings(s)).map_err(|e| match e {
             CallError::Backend { error, .. } => fail(format!("settings rejected: {}", error.message())),
             other => fail(other.to_string()),

@@ -45,31 +45,25 @@ impl Failure {
     fn into_error(self, what: &str) -> TransportError {
         let (kind, reason) = match self {
             Failure::Code(code) => describe(&code),
-            Failure::Header(name, error) => (
-                TransportErrorKind::Failed,
-                format!("header {name:?} was refused ({error:?})"),
-            ),
+            Failure::Header(name, error) => {
+                (TransportErrorKind::Failed, format!("header {name:?} was refused ({error:?})"))
+            }
             Failure::Refused(step) => (TransportErrorKind::Failed, format!("the host refused to {step}")),
             Failure::Stream(detail) => (TransportErrorKind::Failed, format!("the response broke off: {detail}")),
-            Failure::TooLarge => (
-                TransportErrorKind::Failed,
-                format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"),
-            ),
+            Failure::TooLarge => {
+                (TransportErrorKind::Failed, format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"))
+            }
         };
-        TransportError {
-            kind,
-            detail: format!("{what}: {reason}"),
-        }
+        TransportError { kind, detail: format!("{what}: {reason}") }
     }
 }
 
 fn describe(code: &ErrorCode) -> (TransportErrorKind, String) {
     use TransportErrorKind::{Denied, Failed, Timeout, Unreachable};
     match code {
-        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => (
-            Denied,
-            "the host denied the request: grant this origin to the backend instance".into(),
-        ),
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => {
+            (Denied, "the host denied the request: grant this origin to the backend instance".into())
+        }
         ErrorCode::DnsTimeout
         | ErrorCode::ConnectionTimeout
         | ErrorCode::ConnectionReadTimeout
@@ -91,25 +85,15 @@ fn exchange(request: HttpRequest) -> Result<HttpResponse, Failure> {
         "POST" => Method::Post,
         other => Method::Other(other.to_owned()),
     };
-    outgoing
-        .set_method(&method)
-        .map_err(|()| Failure::Refused("set the method"))?;
+    outgoing.set_method(&method).map_err(|()| Failure::Refused("set the method"))?;
     let scheme = match request.scheme {
         Scheme::Http => WasiScheme::Http,
         Scheme::Https => WasiScheme::Https,
     };
-    outgoing
-        .set_scheme(Some(&scheme))
-        .map_err(|()| Failure::Refused("set the scheme"))?;
-    outgoing
-        .set_authority(Some(&request.authority))
-        .map_err(|()| Failure::Refused("set the authority"))?;
-    outgoing
-        .set_path_with_query(Some(&request.path_and_query))
-        .map_err(|()| Failure::Refused("set the path"))?;
-    let body = outgoing
-        .body()
-        .map_err(|()| Failure::Refused("open the request body"))?;
+    outgoing.set_scheme(Some(&scheme)).map_err(|()| Failure::Refused("set the scheme"))?;
+    outgoing.set_authority(Some(&request.authority)).map_err(|()| Failure::Refused("set the authority"))?;
+    outgoing.set_path_with_query(Some(&request.path_and_query)).map_err(|()| Failure::Refused("set the path"))?;
+    let body = outgoing.body().map_err(|()| Failure::Refused("open the request body"))?;
 
     let future = outgoing_handler::handle(outgoing, Some(options())).map_err(Failure::Code)?;
     write_body(&body, &request.body)?;
@@ -122,9 +106,7 @@ fn exchange(request: HttpRequest) -> Result<HttpResponse, Failure> {
         Some(Err(())) | None => return Err(Failure::Refused("hand over the response")),
     };
     let status = response.status();
-    let incoming = response
-        .consume()
-        .map_err(|()| Failure::Refused("open the response body"))?;
+    let incoming = response.consume().map_err(|()| Failure::Refused("open the response body"))?;
     let body = read_body(&incoming)?;
     // Trailers are not used; finishing releases the body.
     drop(IncomingBody::finish(incoming));
@@ -135,9 +117,7 @@ fn headers(headers: &[(String, String)]) -> Result<Fields, Failure> {
     let fields = Fields::new();
     for (name, value) in headers {
         // A refused header is named, never its value.
-        fields
-            .append(name, value.as_bytes())
-            .map_err(|error| Failure::Header(name.clone(), error))?;
+        fields.append(name, value.as_bytes()).map_err(|error| Failure::Header(name.clone(), error))?;
     }
     Ok(fields)
 }
