@@ -3,17 +3,44 @@
 //!
 //! Used for a backend's granted commands and for the host's own tools. It blocks, so
 //! callers run it on a blocking thread, never on an async worker.
+//!
+//! A program can leave processes behind that its process group does not hold (a daemon
+//! started with `setsid`): they would keep the call waiting on its output pipes and outlive
+//! the call. The host process is therefore the subreaper of everything it runs
+//! ([`adopt_orphans`]): such a stray is reparented to the host instead of init, and every run
+//! ends by killing and reaping the host's children that no run is waiting for.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::Instant;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+
+/// Children started by [`run`] that their run still waits for. Locked while a child is
+/// spawned, so a sweep never takes a child that is being started for a stray.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Set once the host is the subreaper of what it runs ([`adopt_orphans`]).
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+/// Sweeps per run: each kills a generation of strays (a killed stray's own children are
+/// reparented to the host and found by the next sweep).
+const MAX_SWEEPS: usize = 64;
+
+/// Makes this process the subreaper of every program it runs, so descendants that leave
+/// their process group are still killed when their run ends. The host calls it once at
+/// start-up; every process the host then spawns must go through [`run`].
+pub fn adopt_orphans() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)?;
+    ADOPTING.store(true, Ordering::SeqCst);
+    Ok(())
+}
 
 /// Runs granted commands for backends. The host uses [`System`]; the backend testkit
 /// substitutes a recording fake.
@@ -74,12 +101,17 @@ pub fn run(program: &Path, args: &[String], stdin: &[u8], deadline: Instant, cap
         // A tool must not outlive a host killed mid-call: its retry would race the orphan.
         command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
     }
-    let mut child = command.spawn()?;
-    let pgid = Pid::from_raw(child.id() as i32);
+    let mut child = {
+        let mut running = running();
+        let child = command.spawn()?;
+        running.insert(child.id() as i32);
+        child
+    };
+    let pid = child.id() as i32;
 
     let mut input = child.stdin.take().expect("stdin is piped");
     let stdin = stdin.to_vec();
-    let writer = thread::spawn(move || {
+    thread::spawn(move || {
         // A child that exits without reading its input is not an error of ours.
         let _ = input.write_all(&stdin);
     });
@@ -91,24 +123,76 @@ pub fn run(program: &Path, args: &[String], stdin: &[u8], deadline: Instant, cap
         let _ = tx.send(child.wait());
     });
     let timeout = deadline.saturating_duration_since(Instant::now());
-    let (status, timed_out) = match rx.recv_timeout(timeout) {
-        Ok(status) => (status?, false),
+    let waited = match rx.recv_timeout(timeout) {
+        Ok(status) => status.map(|s| (s, false)),
         Err(_) => {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let status = rx.recv().map_err(|_| std::io::Error::other("waiter thread vanished"))??;
-            (status, true)
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            match rx.recv() {
+                Ok(status) => status.map(|s| (s, true)),
+                Err(_) => Err(std::io::Error::other("waiter thread vanished")),
+            }
         }
     };
-    let _ = writer.join();
-    Ok(Output {
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        timed_out,
-    })
+    running().remove(&pid);
+    sweep_strays();
+    let (status, killed) = waited?;
+    // Strays are gone now, so the pipes close; without a subreaper (tests of other crates)
+    // a pipe a stray still holds is abandoned at the deadline instead of waited for.
+    let (stdout, out_open) = collected(&stdout, deadline);
+    let (stderr, err_open) = collected(&stderr, deadline);
+    Ok(Output { code: status.code(), stdout, stderr, timed_out: killed || out_open || err_open })
 }
 
-fn capture(mut pipe: impl Read + Send + 'static, cap: usize) -> thread::JoinHandle<Vec<u8>> {
+fn running() -> MutexGuard<'static, BTreeSet<i32>> {
+    RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kills and reaps the host's children that no run waits for: what programs left behind.
+fn sweep_strays() {
+    if !ADOPTING.load(Ordering::SeqCst) {
+        return;
+    }
+    let running = running();
+    for _ in 0..MAX_SWEEPS {
+        let strays: Vec<i32> = own_children().into_iter().filter(|pid| !running.contains(pid)).collect();
+        if strays.is_empty() {
+            return;
+        }
+        for &pid in &strays {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for &pid in &strays {
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        tracing::warn!(?strays, "killed processes that a finished program left behind");
+    }
+    tracing::error!("processes left behind by programs keep multiplying; gave up killing them");
+}
+
+/// The children of this process, from each thread's `/proc/self/task/<tid>/children`
+/// (orphans are reparented to some thread of the subreaper).
+fn own_children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(text.split_whitespace().filter_map(|pid| pid.parse::<i32>().ok()));
+        }
+    }
+    children
+}
+
+/// What a capture thread kept, waiting for it until `deadline`; `true` when its pipe was
+/// still open then.
+fn collected(capture: &mpsc::Receiver<Vec<u8>>, deadline: Instant) -> (Vec<u8>, bool) {
+    match capture.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(kept) => (kept, false),
+        Err(_) => (Vec::new(), true),
+    }
+}
+
+fn capture(mut pipe: impl Read + Send + 'static, cap: usize) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
@@ -119,8 +203,9 @@ fn capture(mut pipe: impl Read + Send + 'static, cap: usize) -> thread::JoinHand
             let room = cap.saturating_sub(kept.len());
             kept.extend_from_slice(&buf[..n.min(room)]);
         }
-        kept
-    })
+        let _ = tx.send(kept);
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -147,6 +232,36 @@ mod tests {
         unsafe { std::env::set_var("WASMCSI_SECRET_PROBE", "leak") };
         let out = run(Path::new("/usr/bin/env"), &[], b"", soon(5000), 4096).unwrap();
         assert!(!String::from_utf8_lossy(&out.stdout).contains("leak"));
+    }
+
+    /// The pid a shell prints, once `run` returned: whether that process still exists.
+    fn alive(stdout: &[u8]) -> bool {
+        let pid = String::from_utf8_lossy(stdout).trim().to_owned();
+        assert!(!pid.is_empty(), "the shell printed its pid");
+        // A killed stray was reaped by the sweep, so its /proc entry is gone.
+        Path::new("/proc").join(pid).exists()
+    }
+
+    #[test]
+    fn strays_that_leave_the_process_group_are_killed() {
+        adopt_orphans().unwrap();
+        // The shell starts a daemon in a session of its own (out of reach of the process
+        // group kill), gives it time to print its pid, and exits: the daemon would keep the
+        // output pipes open for 30 s unless the host kills it.
+        let shell =
+            |then: &str| vec!["-c".to_string(), format!("setsid sh -c 'echo $$; exec sleep 30' & sleep 0.5; {then}")];
+        let started = Instant::now();
+        let out = run(Path::new("/bin/sh"), &shell("exit 0"), b"", soon(20_000), 1024).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10), "the run waited {:?} for its stray", started.elapsed());
+        assert_eq!(out.code, Some(0));
+        assert!(!alive(&out.stdout), "the stray survived its run");
+
+        // At the deadline too, while the shell still waits for its daemon.
+        let started = Instant::now();
+        let out = run(Path::new("/bin/sh"), &shell("wait"), b"", soon(1500), 1024).unwrap();
+        assert!(out.timed_out);
+        assert!(started.elapsed() < Duration::from_secs(10), "the run took {:?}", started.elapsed());
+        assert!(!alive(&out.stdout), "the stray survived the deadline");
     }
 
     #[test]

@@ -79,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let Command::Serve(args) = Cli::parse().command;
+    // Whatever a granted program or a tool leaves behind is reparented to the host and killed.
+    wasmcsi::command::adopt_orphans().context("become the subreaper of the programs the host runs")?;
     tokio::runtime::Runtime::new()?.block_on(serve(args))
 }
 
