@@ -23,6 +23,11 @@ pub const BUILTIN_PREFIX: &str = "builtin:";
 pub struct Config {
     /// Backend instances, in the order they are loaded.
     pub backends: Vec<BackendConfig>,
+    /// Directories beneath which staging and target paths may lie (added to the
+    /// `--allowed-path-root` flags); none at all means the host's data directory and the
+    /// system temp directory.
+    #[serde(default)]
+    pub allowed_path_roots: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +202,7 @@ impl Config {
                 limits: LimitsConfig::default(),
                 settings: BTreeMap::from([("directory".into(), Scalar::String("/data".into()))]),
             }],
+            allowed_path_roots: Vec::new(),
         }
     }
 
@@ -243,6 +249,9 @@ impl Config {
                     )));
                 }
             }
+        }
+        if let Some(root) = self.allowed_path_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(format!("allowed path root {root:?} must be an absolute path"));
         }
         if self.backends.iter().filter(|b| b.default).count() > 1 {
             return Err("more than one backend is marked default".into());

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmcsi::config::Config;
 use wasmcsi::csi::{Backends, Driver, NodeSettings};
+use wasmcsi::node::paths::PathRoots;
 use wasmcsi::runtime::Runtime;
 use wasmcsi::server::{self, Mode};
 
@@ -63,6 +64,11 @@ struct ServeArgs {
     /// growth to NodeExpandVolume on the volume's node).
     #[arg(long, env = "WASMCSI_DISTRIBUTED")]
     distributed: bool,
+    /// A directory beneath which staging and target paths may lie (repeatable; the
+    /// kubelet's root in a deployment). With none here or in the config: the data
+    /// directory and the system temp directory.
+    #[arg(long = "allowed-path-root", env = "WASMCSI_ALLOWED_PATH_ROOTS", value_delimiter = ':')]
+    allowed_path_roots: Vec<PathBuf>,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -96,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let cache_dir = args.cache_dir.clone().unwrap_or_else(|| args.data_dir.join("cache"));
     let default = config.backends.iter().find(|b| b.default).map(|b| b.name.clone());
+    let allowed_path_roots = config.allowed_path_roots.clone();
     let loader_node_id = node_id.clone();
     let slots = config.backends.iter().map(|b| b.limits.concurrency as u32).sum();
     let backends = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<_>> {
@@ -106,11 +113,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await??;
     let ephemeral_dir = std::path::absolute(args.data_dir.join("ephemeral"))?;
     std::fs::create_dir_all(&ephemeral_dir).with_context(|| format!("create {}", ephemeral_dir.display()))?;
+    let mut roots = args.allowed_path_roots;
+    roots.extend(allowed_path_roots);
+    if roots.is_empty() {
+        roots = vec![std::path::absolute(&args.data_dir)?, std::env::temp_dir()];
+    }
+    let path_roots = PathRoots::new(&roots).map_err(anyhow::Error::msg)?;
     let node = NodeSettings {
         by_id_root: args.by_id_root,
         ephemeral_dir,
         max_volumes_per_node: args.max_volumes_per_node,
         distributed: args.distributed,
+        path_roots,
     };
     let driver = Arc::new(Driver::new(args.driver_name, node_id, Backends::new(backends, default.as_deref()), node));
 

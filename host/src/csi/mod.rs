@@ -22,6 +22,8 @@ pub use group_controller::GroupControllerService;
 pub use identity::IdentityService;
 pub use node::NodeService;
 
+use crate::node::paths::PathRoots;
+use crate::node::volume::NodeError;
 use crate::runtime::{Backend, Features};
 
 /// What every service needs: who we are and the loaded backends.
@@ -44,6 +46,8 @@ pub struct NodeSettings {
     pub max_volumes_per_node: i64,
     /// Other hosts serve the same driver and hold their own node-local volumes (`--distributed`).
     pub distributed: bool,
+    /// Where staging and target paths may lie (`--allowed-path-root`).
+    pub path_roots: PathRoots,
 }
 
 impl Driver {
@@ -51,16 +55,21 @@ impl Driver {
         Driver { name, node_id, backends, node, locks: Arc::default() }
     }
 
-    /// The staging directory of an ephemeral inline volume (named by a hash of its id, so
-    /// any id makes a safe single path component).
+    /// The staging directory of an ephemeral inline volume.
     fn ephemeral_staging(&self, volume_id: &str) -> PathBuf {
-        self.node.ephemeral_dir.join(&hex::encode(Sha256::digest(volume_id.as_bytes()))[..32])
+        self.node.ephemeral_dir.join(ephemeral_name(volume_id))
     }
 
-    /// The host directories granted to any backend: where every file the host
-    /// loop-attaches lives.
-    pub fn granted_directories(&self) -> Vec<PathBuf> {
-        self.backends.iter().flat_map(|b| b.grants().directories.iter().map(|d| d.host.clone())).collect()
+    /// The record beside an ephemeral volume's staging directory naming its owning
+    /// instance (and, once created, the volume's id in it).
+    fn ephemeral_record(&self, volume_id: &str) -> PathBuf {
+        self.node.ephemeral_dir.join(format!("{}.owner", ephemeral_name(volume_id)))
+    }
+
+    /// Refuses a staging or target path inside a volume any backend has mounted (blocks).
+    fn check_outside_volumes(&self, path: &std::path::Path) -> Result<(), NodeError> {
+        let instances: Vec<_> = self.backends.iter().map(|b| b.grants()).collect();
+        crate::node::volume::check_outside_volumes(path, &self.node.path_roots, &instances)
     }
 
     /// Topology key whose segment is the node id, carried by node-local volumes.
@@ -76,6 +85,12 @@ impl Driver {
             .contains(Features::NODE_LOCAL)
             .then(|| convert::node_segment(&self.node_topology_key(), &self.node_id))
     }
+}
+
+/// An ephemeral volume's file names: a hash of its id, so any id makes a safe single path
+/// component.
+fn ephemeral_name(volume_id: &str) -> String {
+    hex::encode(Sha256::digest(volume_id.as_bytes()))[..32].to_owned()
 }
 
 /// Logs an incoming request (secrets are redacted by the messages' Debug) and unwraps it.

@@ -2,9 +2,16 @@
 //! volume is on this node, and runs the privileged steps (`node::volume`) on a blocking
 //! thread while holding the volume's operation lock.
 //!
+//! Every call acts for the one instance that owns the volume (by its id's prefix, or the
+//! record an ephemeral volume's publish wrote) and touches only what that instance owns
+//! (`node::owned`); a volume no loaded instance owns is NOT_FOUND before anything is
+//! touched. Staging and target paths must lie beneath the allowed path roots.
+//!
 //! Ephemeral inline volumes (`csi.storage.k8s.io/ephemeral=true` at NodePublish) are
 //! created, staged under the host's data directory and published in one call, and
-//! unstaged and deleted again at NodeUnpublish.
+//! unstaged and deleted again at NodeUnpublish. A small record beside the staging
+//! directory names the owning instance (and the volume's id in it), so no other backend
+//! is ever asked about it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -33,21 +40,41 @@ pub struct NodeService {
     driver: Arc<Driver>,
 }
 
+/// The instance a node call acts for, and the volume's id in it (unknown for an ephemeral
+/// volume whose create did not get as far as recording it).
+struct Owner {
+    backend: Arc<Backend>,
+    local: Option<String>,
+}
+
 impl NodeService {
     pub fn new(driver: Arc<Driver>) -> Self {
         NodeService { driver }
     }
 
-    /// NOT_FOUND unless the id names a volume of a loaded backend or an ephemeral volume of
-    /// this node (whose ids the kubelet makes up, without an instance prefix).
-    async fn known(&self, volume_id: &str) -> Result<(), Status> {
-        if self.driver.backends.route(volume_id).is_some()
-            || tokio::fs::try_exists(self.driver.ephemeral_staging(volume_id)).await.unwrap_or(false)
-        {
-            Ok(())
-        } else {
-            Err(Status::not_found(format!("volume {volume_id} does not exist")))
+    /// The instance owning a volume: by the id's instance prefix, or for an ephemeral
+    /// volume of this node (whose ids the kubelet makes up, without a prefix) by what its
+    /// publish recorded. NOT_FOUND otherwise: the volume cannot exist here.
+    async fn owner(&self, volume_id: &str) -> Result<Owner, Status> {
+        if let Some((backend, local)) = self.driver.backends.route(volume_id) {
+            return Ok(Owner { backend: backend.clone(), local: Some(local.to_owned()) });
         }
+        let record = self.driver.ephemeral_record(volume_id);
+        let text = match tokio::fs::read_to_string(&record).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Status::not_found(format!("volume {volume_id} does not exist")));
+            }
+            Err(e) => return Err(Status::internal(format!("read {}: {e}", record.display()))),
+        };
+        let mut lines = text.lines();
+        let instance = lines.next().unwrap_or_default();
+        let backend = self.driver.backends.by_name(instance).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "ephemeral volume {volume_id} belongs to backend {instance:?}, which is not loaded"
+            ))
+        })?;
+        Ok(Owner { backend: backend.clone(), local: lines.next().filter(|l| !l.is_empty()).map(str::to_owned) })
     }
 
     fn route<'a>(&self, volume_id: &'a str) -> Result<(&Arc<Backend>, &'a str), Status> {
@@ -55,6 +82,13 @@ impl NodeService {
             .backends
             .route(volume_id)
             .ok_or_else(|| Status::not_found(format!("volume {volume_id} does not exist")))
+    }
+
+    /// A required, absolute, normalized staging or target path beneath the allowed roots.
+    fn node_path(&self, field: &str, value: &str) -> Result<PathBuf, Status> {
+        let path = path_arg(field, value)?;
+        self.driver.node.path_roots.check(&path).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+        Ok(path)
     }
 
     /// Which device the volume is on this node, per its backend.
@@ -70,21 +104,35 @@ impl NodeService {
         Ok(backend.call(secrets, (), move |g, s| g.call_node_device(s, &local, &vc, &pc)).await?)
     }
 
-    /// The backing file of a volume on this node, when its backend keeps it in a file, so
-    /// unstage can detach its loop device even if nothing is mounted any more. Best effort:
-    /// unstage must work even when the volume is gone from its backend.
-    async fn backing_file(&self, backend: &Backend, local: &str) -> Option<PathBuf> {
+    /// Unstages `volume_id` of `backend` at `staging`. Only when nothing was staged there
+    /// (a crash between attach and mount) is the backend asked which file the volume is,
+    /// to detach a loop device left attached to it. Best effort: unstage must work even
+    /// when the volume is gone from its backend.
+    async fn unstage(
+        &self,
+        backend: &Arc<Backend>,
+        local: Option<&str>,
+        volume_id: &str,
+        staging: PathBuf,
+        guard: Arc<impl Send + Sync + 'static>,
+    ) -> Result<(), Status> {
+        let (instance, volume) = (backend.clone(), volume_id.to_owned());
+        let staged = blocking(guard.clone(), move || volume::unstage(&staging, instance.grants(), &volume)).await?;
+        let Some(local) = local.filter(|_| !staged) else { return Ok(()) };
         match self.device(backend, local, &HashMap::new(), &HashMap::new(), Secrets::default()).await {
-            Ok(Device::File(guest)) => backend.grants().host_path(&guest).ok(),
-            Ok(_) => None,
+            Ok(Device::File(guest)) => {
+                let instance = backend.clone();
+                blocking(guard, move || volume::detach_leftover(&guest, instance.grants())).await
+            }
+            Ok(_) => Ok(()),
             Err(status) => {
                 tracing::warn!(
                     backend = backend.name(),
                     volume = local,
-                    "no backing file for unstage: {}",
+                    "no backing file to check for a leftover loop device: {}",
                     status.message()
                 );
-                None
+                Ok(())
             }
         }
     }
@@ -94,20 +142,16 @@ impl NodeService {
         &self,
         backend: &Arc<Backend>,
         device: Device,
-        staging: PathBuf,
+        (volume, staging): (String, PathBuf),
         access: Access,
         guard: impl Send + 'static,
     ) -> Result<(), Status> {
-        let (backend, by_id_root) = (backend.clone(), self.driver.node.by_id_root.clone());
+        let (backend, driver) = (backend.clone(), self.driver.clone());
         blocking(guard, move || {
-            volume::stage_device(
-                &device,
-                backend.grants(),
-                &by_id_root,
-                &staging,
-                &access,
-                Instant::now() + TOOL_DEADLINE,
-            )
+            driver.check_outside_volumes(&staging)?;
+            let by_id_root = &driver.node.by_id_root;
+            let deadline = Instant::now() + TOOL_DEADLINE;
+            volume::stage_device(&device, backend.grants(), by_id_root, &staging, &access, deadline, &volume)
         })
         .await
     }
@@ -117,16 +161,23 @@ impl NodeService {
         &self,
         backend: &Arc<Backend>,
         device: Device,
-        paths: (PathBuf, PathBuf),
+        (volume, staging, target): (String, PathBuf, PathBuf),
         access: Access,
         readonly: bool,
         guard: impl Send + 'static,
     ) -> Result<(), Status> {
-        let (backend, by_id_root) = (backend.clone(), self.driver.node.by_id_root.clone());
+        if staging == target || staging.starts_with(&target) || target.starts_with(&staging) {
+            return Err(Status::invalid_argument(format!(
+                "target_path {} and staging_target_path {} must be apart, neither inside the other",
+                target.display(),
+                staging.display()
+            )));
+        }
+        let (backend, driver) = (backend.clone(), self.driver.clone());
         blocking(guard, move || {
-            let (staging, target) = paths;
-            let number = volume::locate(&device, backend.grants(), &by_id_root)?;
-            volume::publish(&staging, &target, &access, readonly, number, || {
+            driver.check_outside_volumes(&target)?;
+            let number = volume::locate(&device, backend.grants(), &driver.node.by_id_root)?;
+            volume::publish(&volume, &staging, &target, &access, readonly, number, || {
                 volume::read_only_view(&device, backend.grants())
             })
         })
@@ -145,12 +196,15 @@ impl NodeService {
         let access = access(cap, backend)?;
         // The same key NodeUnpublish takes, shared by each step so it lasts until the last ends.
         let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
-        // The staging directory marks the volume as ephemeral before it exists, so an
-        // unpublish after a failed publish still finds and removes whatever was made.
+        // The record names the owning instance before the volume exists, so an unpublish
+        // after a failed publish still finds and removes whatever was made, asking no
+        // other backend.
         let staging = self.driver.ephemeral_staging(&req.volume_id);
+        let record = self.driver.ephemeral_record(&req.volume_id);
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(|e| Status::internal(format!("create {}: {e}", staging.display())))?;
+        write_record(&record, &format!("{}\n", backend.name())).await?;
         let request = CreateVolumeRequest {
             name: req.volume_id.clone(),
             capacity: crate::runtime::CapacityRange { required_bytes: size, limit_bytes: 0 },
@@ -163,46 +217,61 @@ impl NodeService {
         let created = backend
             .call(Secrets::from(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request))
             .await?;
+        write_record(&record, &format!("{}\n{}\n", backend.name(), created.id)).await?;
         let device =
             self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), Secrets::from(&req.secrets)).await?;
         tracing::info!(backend = backend.name(), volume = %req.volume_id, "ephemeral volume created");
-        self.stage(backend, device.clone(), staging.clone(), access.clone(), guard.clone()).await?;
-        self.publish(backend, device, (staging, target), access, req.readonly, guard).await
+        let volume = req.volume_id.clone();
+        self.stage(backend, device.clone(), (volume.clone(), staging.clone()), access.clone(), guard.clone()).await?;
+        self.publish(backend, device, (volume, staging, target), access, req.readonly, guard).await
     }
 
-    /// NodeUnpublish of an ephemeral inline volume: unstage and delete it.
+    /// NodeUnpublish of an ephemeral inline volume: unstage and delete it, then forget it.
     async fn remove_ephemeral(
         &self,
         volume_id: &str,
-        staging: PathBuf,
-        guard: impl Send + 'static,
+        owner: Owner,
+        guard: Arc<impl Send + Sync + 'static>,
     ) -> Result<(), Status> {
-        let mut owner = None;
-        for backend in self.driver.backends.iter() {
-            let name = volume_id.to_owned();
-            if let Some(found) = backend.call(Secrets::default(), (), move |g, s| g.call_find_volume(s, &name)).await? {
-                owner = Some((backend.clone(), found.id));
-                break;
+        let Owner { backend, local } = owner;
+        let local = match local {
+            Some(local) => Some(local),
+            // The create may have happened without the record catching up: ask its owner only.
+            None => {
+                let name = volume_id.to_owned();
+                backend.call(Secrets::default(), (), move |g, s| g.call_find_volume(s, &name)).await?.map(|v| v.id)
             }
-        }
-        let backing = match &owner {
-            Some((backend, local)) => self.backing_file(backend, local).await,
-            None => None,
         };
-        let unstaged = staging.clone();
-        let granted = self.driver.granted_directories();
-        blocking(guard, move || {
-            volume::unstage(&unstaged, backing.as_deref(), &granted)?;
-            paths::remove_target(&unstaged)?;
-            Ok(())
-        })
-        .await?;
-        if let Some((backend, local)) = owner {
+        let staging = self.driver.ephemeral_staging(volume_id);
+        self.unstage(&backend, local.as_deref(), volume_id, staging.clone(), guard.clone()).await?;
+        blocking(guard, move || paths::remove_target(&staging).map(drop).map_err(NodeError::from)).await?;
+        if let Some(local) = local {
             backend.call(Secrets::default(), (), move |g, s| g.call_delete_volume(s, &local)).await?;
             tracing::info!(backend = backend.name(), volume = %volume_id, "ephemeral volume deleted");
         }
-        Ok(())
+        let record = self.driver.ephemeral_record(volume_id);
+        match tokio::fs::remove_file(&record).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Status::internal(format!("remove {}: {e}", record.display())))
+            }
+            _ => Ok(()),
+        }
     }
+}
+
+/// Writes an ephemeral volume's owner record durably (write, flush, rename), so a crash
+/// leaves either the old record or the new one.
+async fn write_record(record: &Path, text: &str) -> Result<(), Status> {
+    let (record, text) = (record.to_owned(), text.to_owned());
+    blocking((), move || {
+        let io = |e: std::io::Error| NodeError::Internal(format!("write {}: {e}", record.display()));
+        let partial = record.with_extension("new");
+        let mut file = std::fs::File::create(&partial).map_err(io)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&partial, &record).map_err(io)
+    })
+    .await
 }
 
 /// Runs node work on a blocking thread, holding `guard` until it is done.
@@ -286,7 +355,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         let req = inbound("NodeStageVolume", request);
         validate::required("volume_id", &req.volume_id)?;
-        let staging = path_arg("staging_target_path", &req.staging_target_path)?;
+        let staging = self.node_path("staging_target_path", &req.staging_target_path)?;
         let cap =
             req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
@@ -297,7 +366,7 @@ impl Node for NodeService {
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let device =
             self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
-        self.stage(backend, device, staging, access, guard).await?;
+        self.stage(backend, device, (req.volume_id.clone(), staging), access, guard).await?;
         tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume staged");
         Ok(Response::new(csi::NodeStageVolumeResponse {}))
     }
@@ -308,14 +377,10 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         let req = inbound("NodeUnstageVolume", request);
         validate::required("volume_id", &req.volume_id)?;
-        let staging = path_arg("staging_target_path", &req.staging_target_path)?;
-        let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
-        let backing = match self.driver.backends.route(&req.volume_id) {
-            Some((backend, local)) => self.backing_file(backend, local).await,
-            None => None,
-        };
-        let granted = self.driver.granted_directories();
-        blocking(guard, move || volume::unstage(&staging, backing.as_deref(), &granted)).await?;
+        let staging = self.node_path("staging_target_path", &req.staging_target_path)?;
+        let (backend, local) = self.route(&req.volume_id)?;
+        let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
+        self.unstage(backend, Some(local), &req.volume_id, staging, guard).await?;
         tracing::info!(volume = %req.volume_id, staging = %req.staging_target_path, "volume unstaged");
         Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
@@ -326,7 +391,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         let req = inbound("NodePublishVolume", request);
         validate::required("volume_id", &req.volume_id)?;
-        let target = path_arg("target_path", &req.target_path)?;
+        let target = self.node_path("target_path", &req.target_path)?;
         let cap =
             req.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         validate::map("volume_context", &req.volume_context)?;
@@ -341,14 +406,14 @@ impl Node for NodeService {
                 "staging_target_path is required: this plugin stages volumes first",
             ));
         }
-        let staging = path_arg("staging_target_path", &req.staging_target_path)?;
+        let staging = self.node_path("staging_target_path", &req.staging_target_path)?;
         let (backend, local) = self.route(&req.volume_id)?;
         let access = access(cap, backend)?;
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let device =
             self.device(backend, local, &req.volume_context, &req.publish_context, Secrets::from(&req.secrets)).await?;
         let readonly = req.readonly;
-        self.publish(backend, device, (staging, target), access, readonly, guard).await?;
+        self.publish(backend, device, (req.volume_id.clone(), staging, target), access, readonly, guard).await?;
         tracing::info!(volume = %req.volume_id, target = %req.target_path, readonly, "volume published");
         Ok(Response::new(csi::NodePublishVolumeResponse {}))
     }
@@ -359,14 +424,14 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
         let req = inbound("NodeUnpublishVolume", request);
         validate::required("volume_id", &req.volume_id)?;
-        let target = path_arg("target_path", &req.target_path)?;
+        let target = self.node_path("target_path", &req.target_path)?;
+        let owner = self.owner(&req.volume_id).await?;
         // Shared by each blocking step, so the lock lasts until the last one really ends.
         let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
-        let granted = self.driver.granted_directories();
-        blocking(guard.clone(), move || volume::unpublish(&target, &granted)).await?;
-        let ephemeral = self.driver.ephemeral_staging(&req.volume_id);
-        if tokio::fs::try_exists(&ephemeral).await.unwrap_or(false) {
-            self.remove_ephemeral(&req.volume_id, ephemeral, guard).await?;
+        let (instance, volume) = (owner.backend.clone(), req.volume_id.clone());
+        blocking(guard.clone(), move || volume::unpublish(&target, instance.grants(), &volume)).await?;
+        if self.driver.backends.route(&req.volume_id).is_none() {
+            self.remove_ephemeral(&req.volume_id, owner, guard).await?;
         }
         tracing::info!(volume = %req.volume_id, target = %req.target_path, "volume unpublished");
         Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
@@ -382,10 +447,11 @@ impl Node for NodeService {
         if req.volume_path.is_empty() {
             return Err(Status::invalid_argument("volume_path is required"));
         }
-        self.known(&req.volume_id).await?;
+        let owner = self.owner(&req.volume_id).await?;
         // A path that cannot be a published volume names none: NOT_FOUND, as the spec says.
         let path = path_arg("volume_path", &req.volume_path).map_err(|e| Status::not_found(e.message().to_owned()))?;
-        let (usage, condition) = blocking((), move || volume::usage(&path)).await?;
+        let volume = req.volume_id.clone();
+        let (usage, condition) = blocking((), move || volume::usage(&path, owner.backend.grants(), &volume)).await?;
         let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let entry = |unit: Unit, total: u64, available: u64, used: u64| csi::VolumeUsage {
             total: signed(total),
@@ -415,7 +481,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let req = inbound("NodeExpandVolume", request);
         validate::required("volume_id", &req.volume_id)?;
-        self.known(&req.volume_id).await?;
+        let owner = self.owner(&req.volume_id).await?;
         let path = path_arg("volume_path", &req.volume_path)?;
         let capacity = convert::capacity_range(req.capacity_range.as_ref())?;
         let required = capacity.required_bytes;
@@ -433,7 +499,11 @@ impl Node for NodeService {
             let secrets = Secrets::from(&req.secrets);
             backend.call(secrets, guard.clone(), move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
         }
-        let bytes = blocking(guard, move || volume::expand(&path, Instant::now() + TOOL_DEADLINE)).await?;
+        let volume = req.volume_id.clone();
+        let bytes = blocking(guard, move || {
+            volume::expand(&path, owner.backend.grants(), &volume, Instant::now() + TOOL_DEADLINE)
+        })
+        .await?;
         if bytes < required {
             return Err(Status::out_of_range(format!(
                 "the device holds {bytes} bytes, less than the {required} asked for; expand the volume on the controller first"

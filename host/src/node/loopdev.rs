@@ -24,8 +24,9 @@
 //! - **Match files by identity, not by name.** A file is matched to a device by the device
 //!   and inode numbers the kernel reports (`LOOP_GET_STATUS64`), so a file reached through
 //!   another path still matches and a new file at a deleted one's path does not. sysfs
-//!   (`/sys/block/loopN/loop/backing_file`) has only the path, used to list devices and to
-//!   find them when the file can no longer be opened ([`find_by_path`]).
+//!   (`/sys/block/loopN/loop/backing_file`) has only the path, which is used to list
+//!   devices and to reopen a candidate file, never to decide which file a device serves:
+//!   a path can be a symlink planted by a backend ([`backing_identity`] is the truth).
 //! - **Attach is serialised** across processes by an exclusive `flock` on
 //!   `/dev/loop-control`, so a host and its replacement cannot attach one file twice. A
 //!   device that a foreign tool grabs between `LOOP_CTL_GET_FREE` and `LOOP_CONFIGURE`
@@ -268,9 +269,9 @@ pub fn find(backing: impl AsFd, name: &Path) -> Result<Option<LoopDevice>, LoopE
     find_identity(FileIdentity::of(backing.as_fd(), name)?, false)
 }
 
-/// The devices attached to the file at `path`, for when the file cannot be opened (it
-/// may be deleted). Compares the canonical path with what sysfs reports, so a deleted
-/// file's device is found under the path it had.
+/// The devices attached to the file at `path`, compared by the canonical path with what
+/// sysfs reports (test cleanup only: the host matches devices by [`backing_identity`]).
+#[cfg(test)]
 pub fn find_by_path(path: &Path) -> Result<Vec<LoopDevice>, LoopError> {
     let wanted = canonical_lenient(path);
     Ok(list()?.into_iter().filter(|d| d.backing_file == wanted).collect())
@@ -346,13 +347,14 @@ pub fn detach(device: &Path) -> Result<Detached, LoopError> {
 
 /// Which file a loop device serves: the backing filesystem's device and the inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    device: DeviceNumber,
-    inode: u64,
+pub struct FileIdentity {
+    pub device: DeviceNumber,
+    pub inode: u64,
 }
 
 impl FileIdentity {
-    fn of(backing: BorrowedFd<'_>, name: &Path) -> Result<FileIdentity, LoopError> {
+    /// The identity of an open regular file (`name` is for messages).
+    pub fn of(backing: BorrowedFd<'_>, name: &Path) -> Result<FileIdentity, LoopError> {
         let st = fstat(backing).map_err(|source| LoopError::InspectBacking { path: name.to_owned(), source })?;
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return Err(LoopError::NotRegularFile { path: name.to_owned() });
@@ -373,19 +375,34 @@ fn lock_control() -> Result<Flock<File>, LoopError> {
 
 fn find_identity(identity: FileIdentity, read_only: bool) -> Result<Option<LoopDevice>, LoopError> {
     for device in list()?.into_iter().filter(|d| d.read_only == read_only) {
-        let Ok(file) = File::open(&device.path) else {
-            continue; // detached meanwhile, or no node: it is not serving our file
-        };
-        let mut info = LoopInfo64::ZERO;
-        if unsafe { sys::loop_get_status64(file.as_raw_fd(), &mut info) }.is_err() {
-            continue;
-        }
-        let serves = FileIdentity { device: DeviceNumber::from_dev_t(info.lo_device), inode: info.lo_inode };
-        if serves == identity && info.lo_offset == 0 && info.lo_sizelimit == 0 {
+        if whole_file_identity(&device) == Some(identity) {
             return Ok(Some(device));
         }
     }
     Ok(None)
+}
+
+/// The file a loop device serves, as the kernel reports it (`LOOP_GET_STATUS64`
+/// `lo_device`/`lo_inode`); `None` when it is detached meanwhile.
+pub fn backing_identity(device: &LoopDevice) -> Option<FileIdentity> {
+    status(device).map(|info| FileIdentity { device: DeviceNumber::from_dev_t(info.lo_device), inode: info.lo_inode })
+}
+
+/// [`backing_identity`] of a device serving its whole file (offset 0, no size limit): the
+/// only kind the host attaches.
+fn whole_file_identity(device: &LoopDevice) -> Option<FileIdentity> {
+    let info = status(device)?;
+    (info.lo_offset == 0 && info.lo_sizelimit == 0)
+        .then(|| FileIdentity { device: DeviceNumber::from_dev_t(info.lo_device), inode: info.lo_inode })
+}
+
+fn status(device: &LoopDevice) -> Option<LoopInfo64> {
+    // Detached meanwhile, or no node: it serves no file.
+    let file = File::open(&device.path).ok()?;
+    let mut info = LoopInfo64::ZERO;
+    // SAFETY: the descriptor is open for the call and `info` is a live `loop_info64`.
+    unsafe { sys::loop_get_status64(file.as_raw_fd(), &mut info) }.ok()?;
+    Some(info)
 }
 
 /// Makes a device that a deferred detach marked autoclear persistent again.
@@ -509,6 +526,7 @@ fn parse_backing_file(mut bytes: Vec<u8>) -> (PathBuf, bool) {
 
 /// The path the kernel would report for `path`: canonical when it exists, else its
 /// canonical parent joined with its name (a deleted file), else `path` itself.
+#[cfg(test)]
 fn canonical_lenient(path: &Path) -> PathBuf {
     if let Ok(canonical) = path.canonicalize() {
         return canonical;

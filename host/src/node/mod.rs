@@ -11,6 +11,7 @@ pub mod filesystem;
 pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
+pub mod owned;
 pub mod paths;
 pub mod stats;
 pub mod volume;

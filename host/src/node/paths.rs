@@ -4,18 +4,24 @@
 //!
 //! - [`check_path`]: absolute and normalized — no `.`, `..` or empty components, no NUL,
 //!   not `/` — so a path means what it says and compares equal to what mountinfo shows.
+//! - [`PathRoots`]: staging and target paths lie strictly beneath an allowed root (the
+//!   kubelet's directory in a deployment), compared component by component on the
+//!   normalized path, so `/etc` or `/var/lib/kubelet-evil` is never a target.
 //! - No symlink anywhere above a target: the parent is opened with
 //!   `openat2(RESOLVE_NO_SYMLINKS)`, which fails if any component is a symlink, in one
 //!   atomic resolution instead of a canonicalize-and-compare that could race. A target's
 //!   parents are the CO's directories; a symlink among them could send a mount or a
 //!   removal anywhere on the host.
 //! - The target itself is created, inspected and removed relative to that parent
-//!   descriptor, without following a symlink at the final component, and removal is
-//!   never recursive: a directory still holding data (a mount that did not go away) is
-//!   an error, not deleted.
+//!   descriptor, without following a symlink at the final component.
+//! - The host removes only what it made: a directory or file it creates is marked with the
+//!   extended attribute [`CREATED_MARK`] (the volume id; `trusted.*` attributes can only be
+//!   set by a privileged process), and [`remove_created`] removes a target only when it
+//!   carries the mark of the volume being unpublished. Removal is never recursive: a
+//!   directory still holding data is an error, not deleted.
 
-use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -25,6 +31,10 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// Longest path accepted (Linux `PATH_MAX`, including the terminating NUL).
 const PATH_MAX: usize = 4096;
+/// Extended attribute naming the volume a target was created for (see the module header).
+pub const CREATED_MARK: &CStr = c"trusted.wasmcsi.created";
+/// The setting that lists the allowed path roots, named in every refusal.
+pub const ROOTS_SETTING: &str = "--allowed-path-root (env WASMCSI_ALLOWED_PATH_ROOTS, config allowed_path_roots)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -54,8 +64,53 @@ pub enum PathError {
     Busy(PathBuf),
     #[error("directory {0} is not empty; it is left in place")]
     NotEmpty(PathBuf),
+    #[error("{path} is not beneath an allowed path root ({roots}); the roots are set by {ROOTS_SETTING}")]
+    OutsideRoots { path: PathBuf, roots: String },
     #[error("{op} {path}: {errno}")]
     Io { op: &'static str, path: PathBuf, errno: Errno },
+}
+
+/// Where staging and target paths may lie: strictly beneath one of these directories.
+#[derive(Debug, Clone)]
+pub struct PathRoots {
+    roots: Vec<PathBuf>,
+}
+
+impl PathRoots {
+    /// Roots must be absolute and normalized; each is resolved once here (a root such as
+    /// `/tmp` may itself be reached through a symlink), since paths compared against it may
+    /// hold no symlink.
+    pub fn new(roots: &[PathBuf]) -> Result<PathRoots, String> {
+        let mut resolved = Vec::new();
+        for root in roots {
+            let text = root.to_str().ok_or_else(|| format!("allowed path root {root:?} is not UTF-8"))?;
+            check_path(text).map_err(|e| format!("allowed path root: {e}"))?;
+            resolved.push(root.canonicalize().unwrap_or_else(|_| root.clone()));
+        }
+        if resolved.is_empty() {
+            return Err(format!("no allowed path roots: set {ROOTS_SETTING}"));
+        }
+        Ok(PathRoots { roots: resolved })
+    }
+
+    /// Checks a normalized path (see [`check_path`]) lies strictly beneath a root.
+    pub fn check(&self, path: &Path) -> Result<(), PathError> {
+        if self.roots.iter().any(|root| path != root && path.starts_with(root)) {
+            return Ok(());
+        }
+        let roots = self.roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+        Err(PathError::OutsideRoots { path: path.to_owned(), roots })
+    }
+}
+
+/// What [`remove_created`] found at a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Nothing is there.
+    Gone,
+    /// Something the host did not create for this volume; left in place.
+    NotOurs,
 }
 
 /// Checks a CSI path argument: absolute and normalized.
@@ -93,15 +148,16 @@ pub fn check_parent(target: &Path) -> Result<(), PathError> {
     open_parent(target).map(drop)
 }
 
-/// Creates the directory `target` (mode 0750) unless it already is one.
-pub fn create_target_dir(target: &Path) -> Result<(), PathError> {
+/// Creates the directory `target` (mode 0750) unless it already is one, marking what it
+/// creates as made for volume `mark`.
+pub fn create_target_dir(target: &Path, mark: &str) -> Result<(), PathError> {
     let (parent, name) = open_parent(target)?;
     let expect = |kind| expect_kind(target, kind, "directory", &[Kind::Directory]);
     if let Some(kind) = kind_at(&parent, name, target)? {
         return expect(kind);
     }
     match mkdirat(&parent, name, Mode::from_bits_truncate(0o750)) {
-        Ok(()) => Ok(()),
+        Ok(()) => set_mark(&open_at(&parent, name, Kind::Directory, target)?, target, mark),
         // Created concurrently: it must still be a directory.
         Err(Errno::EEXIST) => kind_at(&parent, name, target)?.map_or(Ok(()), expect),
         Err(errno) => Err(PathError::Io { op: "create directory", path: target.to_owned(), errno }),
@@ -109,8 +165,9 @@ pub fn create_target_dir(target: &Path) -> Result<(), PathError> {
 }
 
 /// Creates the empty file `target` (mode 0640) for a block device to be bound onto,
-/// unless it already is a file, or a device node (a device already bound there).
-pub fn create_target_file(target: &Path) -> Result<(), PathError> {
+/// unless it already is a file, or a device node (a device already bound there), marking
+/// what it creates as made for volume `mark`.
+pub fn create_target_file(target: &Path, mark: &str) -> Result<(), PathError> {
     let (parent, name) = open_parent(target)?;
     let accepted = [Kind::RegularFile, Kind::BlockDevice];
     let expect = |kind| expect_kind(target, kind, "regular file", &accepted);
@@ -119,14 +176,37 @@ pub fn create_target_file(target: &Path) -> Result<(), PathError> {
     }
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     match openat(&parent, name, flags, Mode::from_bits_truncate(0o640)) {
-        Ok(_file) => Ok(()),
+        Ok(file) => set_mark(&file, target, mark),
         Err(Errno::EEXIST) => kind_at(&parent, name, target)?.map_or(Ok(()), expect),
         Err(errno) => Err(PathError::Io { op: "create file", path: target.to_owned(), errno }),
     }
 }
 
-/// Removes the (unmounted) target directory or file; `false` when it was already gone.
-/// Never recursive, and a symlink there is removed itself, never followed.
+/// Removes the (unmounted) target directory or file the host created for volume `mark`
+/// (see the module header); anything else there is left in place. Never recursive.
+pub fn remove_created(target: &Path, mark: &str) -> Result<Removal, PathError> {
+    let (parent, name) = match open_parent(target) {
+        Ok(opened) => opened,
+        Err(PathError::ParentMissing(_) | PathError::NotADirectory(_)) => return Ok(Removal::Gone),
+        Err(e) => return Err(e),
+    };
+    let flag = match kind_at(&parent, name, target)? {
+        None => return Ok(Removal::Gone),
+        Some(kind @ Kind::Directory) if marked(&open_at(&parent, name, kind, target)?, mark) => {
+            UnlinkatFlags::RemoveDir
+        }
+        Some(kind @ Kind::RegularFile) if marked(&open_at(&parent, name, kind, target)?, mark) => {
+            UnlinkatFlags::NoRemoveDir
+        }
+        Some(_) => return Ok(Removal::NotOurs),
+    };
+    unlink(&parent, name, flag, target).map(|removed| if removed { Removal::Removed } else { Removal::Gone })
+}
+
+/// Removes the (unmounted) directory or file `target` whatever made it; `false` when it was
+/// already gone. Only for paths the host owns entirely (its ephemeral staging
+/// directories); CO paths go through [`remove_created`]. Never recursive, and a symlink
+/// there is removed itself, never followed.
 pub fn remove_target(target: &Path) -> Result<bool, PathError> {
     let (parent, name) = match open_parent(target) {
         Ok(opened) => opened,
@@ -138,7 +218,11 @@ pub fn remove_target(target: &Path) -> Result<bool, PathError> {
         Some(Kind::Directory) => UnlinkatFlags::RemoveDir,
         Some(_) => UnlinkatFlags::NoRemoveDir,
     };
-    match unlinkat(&parent, name, flag) {
+    unlink(&parent, name, flag, target)
+}
+
+fn unlink(parent: &OwnedFd, name: &OsStr, flag: UnlinkatFlags, target: &Path) -> Result<bool, PathError> {
+    match unlinkat(parent, name, flag) {
         Ok(()) => Ok(true),
         Err(Errno::ENOENT) => Ok(false),
         Err(Errno::EBUSY) => Err(PathError::Busy(target.to_owned())),
@@ -193,6 +277,43 @@ fn open_parent(target: &Path) -> Result<(OwnedFd, &OsStr), PathError> {
         errno => PathError::Io { op: "open", path: parent.to_owned(), errno },
     })?;
     Ok((fd, name))
+}
+
+/// Opens the directory or regular file `name` in `parent` for its attributes, never
+/// following a symlink and never blocking on a special file.
+fn open_at(parent: &OwnedFd, name: &OsStr, kind: Kind, target: &Path) -> Result<OwnedFd, PathError> {
+    let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    if kind == Kind::Directory {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    openat(parent, name, flags, Mode::empty()).map_err(|errno| PathError::Io {
+        op: "open",
+        path: target.to_owned(),
+        errno,
+    })
+}
+
+/// Marks a target the host just created. A filesystem without `trusted.*` attributes only
+/// costs the removal later (an unmarked target is left in place), so it is not an error.
+fn set_mark(file: &OwnedFd, target: &Path, mark: &str) -> Result<(), PathError> {
+    // SAFETY: the descriptor is open; name and value are live buffers of the given lengths.
+    let rc =
+        unsafe { nix::libc::fsetxattr(file.as_raw_fd(), CREATED_MARK.as_ptr(), mark.as_ptr().cast(), mark.len(), 0) };
+    if rc != 0 {
+        let errno = Errno::last();
+        tracing::warn!(path = %target.display(), "cannot mark a created target ({errno}); it will be left in place at removal");
+    }
+    Ok(())
+}
+
+/// Whether `file` carries the creation mark of volume `mark`.
+fn marked(file: &OwnedFd, mark: &str) -> bool {
+    let mut value = vec![0u8; mark.len() + 1];
+    // SAFETY: the descriptor is open; the buffer is live and `value.len()` bytes long.
+    let n = unsafe {
+        nix::libc::fgetxattr(file.as_raw_fd(), CREATED_MARK.as_ptr(), value.as_mut_ptr().cast(), value.len())
+    };
+    usize::try_from(n).is_ok_and(|n| &value[..n] == mark.as_bytes())
 }
 
 /// What `name` in `parent` is, without following a symlink; `None` if nothing.
@@ -254,8 +375,8 @@ mod tests {
         check_parent(&base.join("real/target")).unwrap();
         for target in [base.join("link/target"), base.join("escape/target"), base.join("escape/x/target")] {
             assert!(matches!(check_parent(&target), Err(PathError::SymlinkInPath(_))), "{target:?}");
-            assert!(matches!(create_target_dir(&target), Err(PathError::SymlinkInPath(_))), "{target:?}");
-            assert!(matches!(create_target_file(&target), Err(PathError::SymlinkInPath(_))), "{target:?}");
+            assert!(matches!(create_target_dir(&target, "vol-1"), Err(PathError::SymlinkInPath(_))), "{target:?}");
+            assert!(matches!(create_target_file(&target, "vol-1"), Err(PathError::SymlinkInPath(_))), "{target:?}");
             assert!(matches!(remove_target(&target), Err(PathError::SymlinkInPath(_))), "{target:?}");
         }
         assert!(!Path::new("/etc/target").exists());
@@ -270,20 +391,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().canonicalize().unwrap();
         let (d, f, link) = (base.join("dir"), base.join("file"), base.join("link"));
-        create_target_dir(&d).unwrap();
-        create_target_dir(&d).unwrap();
+        create_target_dir(&d, "vol-1").unwrap();
+        create_target_dir(&d, "vol-1").unwrap();
         assert!(d.is_dir());
-        create_target_file(&f).unwrap();
-        create_target_file(&f).unwrap();
+        create_target_file(&f, "vol-1").unwrap();
+        create_target_file(&f, "vol-1").unwrap();
         assert!(std::fs::symlink_metadata(&f).unwrap().is_file());
 
         symlink(&d, &link).unwrap();
-        for e in [create_target_dir(&link).unwrap_err(), create_target_file(&link).unwrap_err()] {
+        for e in [create_target_dir(&link, "vol-1").unwrap_err(), create_target_file(&link, "vol-1").unwrap_err()] {
             assert!(matches!(e, PathError::WrongType { found: "symbolic link", .. }), "{e}");
         }
-        assert!(matches!(create_target_dir(&f), Err(PathError::WrongType { found: "regular file", .. })));
-        assert!(matches!(create_target_file(&d), Err(PathError::WrongType { found: "directory", .. })));
-        assert!(matches!(create_target_file(&base.join("no/file")), Err(PathError::ParentMissing(_))));
+        assert!(matches!(create_target_dir(&f, "vol-1"), Err(PathError::WrongType { found: "regular file", .. })));
+        assert!(matches!(create_target_file(&d, "vol-1"), Err(PathError::WrongType { found: "directory", .. })));
+        assert!(matches!(create_target_file(&base.join("no/file"), "vol-1"), Err(PathError::ParentMissing(_))));
     }
 
     #[test]
@@ -291,8 +412,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().canonicalize().unwrap();
         let (d, f, link) = (base.join("dir"), base.join("file"), base.join("link"));
-        create_target_dir(&d).unwrap();
-        create_target_file(&f).unwrap();
+        create_target_dir(&d, "vol-1").unwrap();
+        create_target_file(&f, "vol-1").unwrap();
         symlink(&d, &link).unwrap();
         std::fs::write(d.join("data"), b"precious").unwrap();
 
@@ -308,16 +429,59 @@ mod tests {
     }
 
     #[test]
+    fn only_what_the_host_created_for_the_volume_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let (made, file, foreign_dir, foreign_file) =
+            (base.join("made"), base.join("file"), base.join("foreign"), base.join("precious"));
+        create_target_dir(&made, "vol-1").unwrap();
+        create_target_file(&file, "vol-1").unwrap();
+        std::fs::create_dir(&foreign_dir).unwrap();
+        std::fs::write(&foreign_file, b"data").unwrap();
+        symlink(&made, base.join("link")).unwrap();
+
+        for other in [&foreign_dir, &foreign_file, &base.join("link")] {
+            assert_eq!(remove_created(other, "vol-1").unwrap(), Removal::NotOurs, "{other:?}");
+        }
+        assert_eq!(remove_created(&made, "vol-2").unwrap(), Removal::NotOurs, "another volume's mark");
+        assert_eq!(remove_created(&file, "vol-").unwrap(), Removal::NotOurs, "a prefix of the mark");
+        assert_eq!(std::fs::read(&foreign_file).unwrap(), b"data");
+        assert!(foreign_dir.is_dir() && base.join("link").exists());
+
+        std::fs::write(made.join("data"), b"x").unwrap();
+        assert!(matches!(remove_created(&made, "vol-1"), Err(PathError::NotEmpty(_))));
+        std::fs::remove_file(made.join("data")).unwrap();
+        assert_eq!(remove_created(&made, "vol-1").unwrap(), Removal::Removed);
+        assert_eq!(remove_created(&file, "vol-1").unwrap(), Removal::Removed);
+        assert_eq!(remove_created(&made, "vol-1").unwrap(), Removal::Gone);
+        assert_eq!(remove_created(&base.join("gone/x"), "vol-1").unwrap(), Removal::Gone);
+    }
+
+    #[test]
+    fn roots_are_compared_component_by_component() {
+        let roots = PathRoots::new(&[PathBuf::from("/var/lib/kubelet")]).unwrap();
+        roots.check(Path::new("/var/lib/kubelet/pods/1/volumes/x/mount")).unwrap();
+        for outside in ["/var/lib/kubelet", "/var/lib/kubelet-evil/x", "/var/lib", "/etc", "/etc/kubelet"] {
+            let e = roots.check(Path::new(outside)).unwrap_err();
+            assert!(matches!(e, PathError::OutsideRoots { .. }), "{outside}: {e}");
+            assert!(e.to_string().contains("--allowed-path-root"), "{e}");
+        }
+        assert!(PathRoots::new(&[]).is_err());
+        assert!(PathRoots::new(&[PathBuf::from("relative")]).is_err());
+        assert!(PathRoots::new(&[PathBuf::from("/a/../etc")]).is_err());
+    }
+
+    #[test]
     fn a_mounted_target_is_not_removed() {
         if !testing::privileged("a_mounted_target_is_not_removed") {
             return;
         }
         let scratch = testing::Scratch::new();
         let target = scratch.path().canonicalize().unwrap().join("target");
-        create_target_dir(&target).unwrap();
+        create_target_dir(&target, "vol-1").unwrap();
         let _guard = MountGuard::new(&target);
         mount::mount(Path::new("tmpfs"), &target, "tmpfs", &mount::MountOptions::parse(&["size=1m"]).unwrap()).unwrap();
-        create_target_dir(&target).unwrap();
+        create_target_dir(&target, "vol-1").unwrap();
         assert!(matches!(remove_target(&target), Err(PathError::Busy(_))));
         assert_eq!(mount::unmount(&target).unwrap(), mount::Unmounted::Done);
         assert!(remove_target(&target).unwrap());

@@ -5,6 +5,12 @@
 //! Nothing is remembered between calls: each operation reads the mount table and sysfs
 //! again, so a repeated call, or one after a host restart or crash, converges on the state
 //! the CO asked for. Every function blocks; the Node service runs them on blocking threads.
+//!
+//! Every operation acts for one backend instance and touches only what is its own
+//! ([`owned`]): a mount at a path is unmounted only when its device is the instance's,
+//! anything else there is FAILED_PRECONDITION and left alone, and a target is removed only
+//! when the host created it for this volume (see [`paths`]). `volume` arguments are the
+//! CSI volume id, which marks what the host creates.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -12,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 use super::filesystem::{self, Content, FsType};
 use super::mount::{self, MountOptions, Unmounted};
-use super::mountinfo::MountTable;
+use super::mountinfo::{MountEntry, MountTable};
+use super::owned::{self, Owned};
+use super::paths::PathRoots;
 use super::{DeviceNumber, loopdev, paths, stats};
 use crate::runtime::grants::Grants;
 use crate::runtime::{Device, Disk};
@@ -72,18 +79,18 @@ pub struct Realised {
 
 /// Makes the device a backend names exist on this node: loop-attaches a file from the
 /// backend's granted directories (idempotently), checks a block device, or finds a disk by
-/// serial under `by_id_root`.
+/// serial under `by_id_root`; each only as [`owned`] allows.
 pub fn realise(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Realised, NodeError> {
     match device {
         Device::File(guest) => {
-            let (file, host_path) = open_backing(guest, grants)?;
+            let (file, host_path) = owned::open_file(grants, guest, OFlag::O_RDWR)?;
             if let Some(device) = loopdev::find(file.as_fd(), &host_path).map_err(internal)? {
                 return Ok(Realised { path: device.path, number: device.device, attached_now: false });
             }
             let device = loopdev::attach_fd(file.as_fd(), &host_path).map_err(internal)?;
             Ok(Realised { path: device.path, number: device.device, attached_now: true })
         }
-        Device::Block(path) => granted_block_device(path, grants),
+        Device::Block(path) => owned::named_device(grants, path),
         Device::Disk(disk) => attached_disk(disk, grants, by_id_root),
     }
 }
@@ -92,20 +99,12 @@ pub fn realise(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Re
 pub fn locate(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Option<DeviceNumber>, NodeError> {
     match device {
         Device::File(guest) => {
-            let (file, host_path) = open_backing(guest, grants)?;
+            let (file, host_path) = owned::open_file(grants, guest, OFlag::O_PATH)?;
             Ok(loopdev::find(file.as_fd(), &host_path).map_err(internal)?.map(|d| d.device))
         }
-        Device::Block(path) => Ok(granted_block_device(path, grants).ok().map(|d| d.number)),
+        Device::Block(path) => Ok(owned::named_device(grants, path).ok().map(|d| d.number)),
         Device::Disk(disk) => Ok(attached_disk(disk, grants, by_id_root).ok().map(|d| d.number)),
     }
-}
-
-fn open_backing(guest: &str, grants: &Grants) -> Result<(std::os::fd::OwnedFd, PathBuf), NodeError> {
-    let host_path = grants.host_path(guest).map_err(internal)?;
-    let file = grants
-        .open(guest, OFlag::O_RDWR | OFlag::O_NOFOLLOW, Mode::empty())
-        .map_err(|e| NodeError::NotFound(format!("backing file {guest}: {e}")))?;
-    Ok((file, host_path))
 }
 
 /// Stages `device` at `staging`: for a filesystem, checks or formats it (never reformatting
@@ -118,60 +117,29 @@ pub fn stage_device(
     staging: &Path,
     access: &Access,
     deadline: Instant,
+    volume: &str,
 ) -> Result<(), NodeError> {
     paths::check_parent(staging)?;
     let realised = realise(device, grants, by_id_root)?;
-    let staged = stage(&realised, staging, access, deadline);
-    if staged.is_err()
-        && realised.attached_now
-        && MountTable::read().map_err(internal)?.of_device(realised.number).next().is_none()
-    {
+    let staged = stage(&realised, staging, access, deadline, volume);
+    if staged.is_err() && realised.attached_now && !in_use(&MountTable::read().map_err(internal)?, &realised) {
         loopdev::detach(&realised.path).map_err(internal)?;
     }
     staged
 }
 
-/// A block device a backend named, once its devices grant allows it.
-fn granted_block_device(path: &str, grants: &Grants) -> Result<Realised, NodeError> {
-    grants.check_device(path).map_err(|e| NodeError::FailedPrecondition(format!("backend refused: {e}")))?;
-    block_device(Path::new(path))
-}
-
-fn block_device(path: &Path) -> Result<Realised, NodeError> {
-    let meta = std::fs::metadata(path).map_err(|e| NodeError::NotFound(format!("device {}: {e}", path.display())))?;
-    if !meta.file_type().is_block_device() {
-        return Err(NodeError::FailedPrecondition(format!("{} is not a block device", path.display())));
-    }
-    Ok(Realised { path: path.to_owned(), number: DeviceNumber::from_dev_t(meta.rdev()), attached_now: false })
-}
-
 /// An attached disk: by its serial under the by-id root, else at the device path the
 /// backend gives (which must be granted).
 fn attached_disk(disk: &Disk, grants: &Grants, by_id_root: &Path) -> Result<Realised, NodeError> {
-    match by_serial(by_id_root, &disk.serial) {
-        Err(NodeError::NotFound(why)) if !disk.path.is_empty() => granted_block_device(&disk.path, grants)
-            .map_err(|e| NodeError::NotFound(format!("{why}, and at {}: {e}", disk.path))),
+    match owned::disk_by_serial(grants, by_id_root, &disk.serial) {
+        Err(NodeError::NotFound(why)) if !disk.path.is_empty() => {
+            owned::named_device(grants, &disk.path).map_err(|e| match e {
+                NodeError::NotFound(e) => NodeError::NotFound(format!("{why}, and at {}: {e}", disk.path)),
+                other => other,
+            })
+        }
         found => found,
     }
-}
-
-/// Finds the disk whose by-id name ends with `serial` (as cloud disks appear, e.g.
-/// `nvme-Amazon_Elastic_Block_Store_vol0123…`; dashes ignored), never a partition link.
-fn by_serial(root: &Path, serial: &str) -> Result<Realised, NodeError> {
-    let wanted: String = serial.chars().filter(|c| *c != '-').collect();
-    if wanted.is_empty() {
-        return Err(NodeError::Internal("the backend named a disk by an empty serial".into()));
-    }
-    let entries = std::fs::read_dir(root).map_err(|e| NodeError::NotFound(format!("read {}: {e}", root.display())))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.contains("-part") || !name.replace('-', "").ends_with(&wanted) {
-            continue;
-        }
-        let target = std::fs::canonicalize(entry.path()).map_err(internal)?;
-        return block_device(&target);
-    }
-    Err(NodeError::NotFound(format!("no disk with serial {serial} under {}", root.display())))
 }
 
 /// The device node for a device number, named by sysfs (`/sys/dev/block/M:m/uevent`), which
@@ -186,8 +154,26 @@ fn device_path(number: DeviceNumber) -> Result<PathBuf, NodeError> {
         .ok_or_else(|| internal(format!("find device {number}: {uevent} names no device")))
 }
 
+/// The block device a mount's files live on. btrfs mounts carry an anonymous device
+/// number; their source names the device.
+fn mounted_device(entry: &MountEntry) -> DeviceNumber {
+    if entry.fs_type == "btrfs"
+        && let Ok(meta) = std::fs::metadata(&entry.source)
+        && meta.file_type().is_block_device()
+    {
+        return DeviceNumber::from_dev_t(meta.rdev());
+    }
+    entry.device
+}
+
+/// Whether anything mounts the device or binds its node (a raw block publish).
+fn in_use(table: &MountTable, device: &Realised) -> bool {
+    let node = Path::new("/").join(device.path.file_name().unwrap_or_default());
+    table.entries().iter().any(|m| mounted_device(m) == device.number || m.root == node)
+}
+
 /// The mount or bind of [`stage_device`], on a realised device.
-fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> Result<(), NodeError> {
+fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant, volume: &str) -> Result<(), NodeError> {
     let table = MountTable::read().map_err(internal)?;
     match access {
         Access::Mount { fs, options } => {
@@ -198,7 +184,7 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
             }
             let options = MountOptions::parse(&options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
             if let Some(mounted) = table.at(staging).last() {
-                return if mounted.device == dev.number && mounted.fs_type == fs.as_str() {
+                return if mounted_device(mounted) == dev.number && mounted.fs_type == fs.as_str() {
                     Ok(())
                 } else {
                     Err(NodeError::AlreadyExists(format!(
@@ -234,7 +220,7 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
                     )));
                 }
             }
-            paths::create_target_dir(staging)?;
+            paths::create_target_dir(staging, volume)?;
             mount::mount(&dev.path, staging, fs.as_str(), &options).map_err(internal)
         }
         Access::Block => {
@@ -244,7 +230,7 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
                     staging.display()
                 )));
             }
-            paths::create_target_dir(staging)?;
+            paths::create_target_dir(staging, volume)?;
             let file = staging.join(STAGED_DEVICE);
             if table.is_mount_point(&file) {
                 return match bound_device(&file)? {
@@ -252,7 +238,7 @@ fn stage(dev: &Realised, staging: &Path, access: &Access, deadline: Instant) -> 
                     _ => Err(NodeError::AlreadyExists(format!("{} already holds another device", file.display()))),
                 };
             }
-            paths::create_target_file(&file)?;
+            paths::create_target_file(&file, volume)?;
             mount::bind_device(&dev.path, &file, false).map_err(internal)
         }
     }
@@ -282,56 +268,115 @@ fn bound_device(file: &Path) -> Result<Option<DeviceNumber>, NodeError> {
     }
 }
 
-/// Unmounts everything at `path` and beneath it (deepest first, stacked mounts too); the
-/// device of the lowest mount at `path`, if any.
-fn unmount_all(path: &Path) -> Result<Option<DeviceNumber>, NodeError> {
-    let table = MountTable::read().map_err(internal)?;
-    let device = table.at(path).next().map(|m| m.device);
-    let mut beneath: Vec<&Path> =
-        table.entries().iter().map(|m| m.mount_point.as_path()).filter(|p| p.starts_with(path) && *p != path).collect();
-    beneath.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    beneath.dedup();
-    for inner in beneath.into_iter().chain([path]) {
-        while mount::unmount(inner).map_err(internal)? == Unmounted::Done {}
+/// Unmounts what is mounted at `path` (stacked mounts too) while it is the instance's own
+/// device; anything else there, or a mount inside it, is FAILED_PRECONDITION and left
+/// alone. Answers the devices it unmounted.
+fn unmount_owned(path: &Path, grants: &Grants, volume: &str) -> Result<Vec<DeviceNumber>, NodeError> {
+    let mut devices = Vec::new();
+    loop {
+        let table = MountTable::read().map_err(internal)?;
+        let Some(top) = table.at(path).last() else { return Ok(devices) };
+        if let Some(inner) = table.entries().iter().find(|m| m.mount_point != path && m.mount_point.starts_with(path)) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "{} has {} mounted inside it at {}; nothing was unmounted",
+                path.display(),
+                inner.fs_type,
+                inner.mount_point.display()
+            )));
+        }
+        // A device node bound onto a file shows as that node; a filesystem as its device.
+        let number = bound_device(path)?.unwrap_or_else(|| mounted_device(top));
+        if owned::owner_of(grants, number)?.is_none() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "{} has {} {:?} (device {number}) mounted, which is not volume {volume}; it is left alone",
+                path.display(),
+                top.fs_type,
+                top.source
+            )));
+        }
+        if mount::unmount(path).map_err(internal)? == Unmounted::NotMounted {
+            return Ok(devices);
+        }
+        devices.push(number);
     }
-    Ok(device)
 }
 
 /// Undoes [`stage`]: unmounts the staging path (or unbinds and removes the staged device
-/// file of a block volume) and detaches `backing`'s loop devices once nothing mounts them.
-/// The staged-device file is only touched when the staging path is not a mount, so a file
-/// of that name inside a volume's filesystem is never removed.
+/// file of a block volume) and detaches the instance's loop devices that nothing mounts
+/// any more. The staged-device file is only touched when the staging path is not a mount,
+/// so a file of that name inside a volume's filesystem is never removed. Answers whether
+/// anything was staged there; when nothing was, a loop device left attached by a crash can
+/// only be found from the backend's answer ([`detach_leftover`]).
 ///
-/// Only loop devices of files under `granted` (the backends' granted directories, where
-/// every file the host loop-attaches lives) are detached: a disk that merely is a loop
-/// device (a test's stand-in for a cloud disk, an operator's block grant) is not the host's.
-pub fn unstage(staging: &Path, backing: Option<&Path>, granted: &[PathBuf]) -> Result<(), NodeError> {
-    let mut devices = Vec::new();
-    if MountTable::read().map_err(internal)?.is_mount_point(staging) {
-        devices.extend(unmount_all(staging)?);
+/// Only loop devices of the instance's own files are detached: a disk that merely is a
+/// loop device (a test's stand-in for a cloud disk, an operator's block grant) is not the
+/// host's.
+pub fn unstage(staging: &Path, grants: &Grants, volume: &str) -> Result<bool, NodeError> {
+    let devices = if MountTable::read().map_err(internal)?.is_mount_point(staging) {
+        unmount_owned(staging, grants, volume)?
     } else {
         let file = staging.join(STAGED_DEVICE);
-        devices.extend(bound_device(&file)?);
-        unmount_all(&file)?;
-        paths::remove_target(&file)?;
+        let devices = unmount_owned(&file, grants, volume)?;
+        paths::remove_created(&file, volume)?;
+        devices
+    };
+    detach_unused(grants, &devices)?;
+    Ok(!devices.is_empty())
+}
+
+/// Detaches the loop device serving the backend's file `guest`, when nothing uses it any
+/// more (a crash between attach and mount left it).
+pub fn detach_leftover(guest: &str, grants: &Grants) -> Result<(), NodeError> {
+    let (file, host_path) = match owned::open_file(grants, guest, OFlag::O_PATH) {
+        Err(NodeError::NotFound(_)) => return Ok(()),
+        // The backend's answer names nothing the host may open, so nothing it attached.
+        Err(NodeError::FailedPrecondition(why)) => {
+            tracing::warn!("no leftover loop device to look for: {why}");
+            return Ok(());
+        }
+        opened => opened?,
+    };
+    if let Some(device) = loopdev::find(file.as_fd(), &host_path).map_err(internal)? {
+        detach_unused(grants, &[device.device])?;
     }
-    if let Some(backing) = backing {
-        devices.extend(loopdev::find_by_path(backing).map_err(internal)?.into_iter().map(|d| d.device));
-    }
+    Ok(())
+}
+
+/// Detaches those of `devices` that are the instance's loop devices and that nothing
+/// mounts or binds.
+fn detach_unused(grants: &Grants, devices: &[DeviceNumber]) -> Result<(), NodeError> {
     let table = MountTable::read().map_err(internal)?;
-    let attached = host_attached(granted)?;
-    for device in attached.iter().filter(|d| devices.contains(&d.device)) {
-        if table.of_device(device.device).next().is_none() {
-            loopdev::detach(&device.path).map_err(internal)?;
+    for &number in devices {
+        if let Some(Owned::LoopFile(device)) = owned::owner_of(grants, number)? {
+            let realised = Realised { path: device.path.clone(), number, attached_now: false };
+            if !in_use(&table, &realised) {
+                loopdev::detach(&device.path).map_err(internal)?;
+            }
         }
     }
     Ok(())
 }
 
-/// The loop devices the host attached: those of files under a granted directory.
-fn host_attached(granted: &[PathBuf]) -> Result<Vec<loopdev::LoopDevice>, NodeError> {
-    let all = loopdev::list().map_err(internal)?;
-    Ok(all.into_iter().filter(|d| granted.iter().any(|root| d.backing_file.starts_with(root))).collect())
+/// Refuses a staging or target path inside a mounted volume of any backend (`instances`),
+/// beneath the allowed roots: publishing there would hide the target in another volume,
+/// whose unstage would then take it along.
+pub fn check_outside_volumes(path: &Path, roots: &PathRoots, instances: &[&Grants]) -> Result<(), NodeError> {
+    let table = MountTable::read().map_err(internal)?;
+    for ancestor in path.ancestors().skip(1).take_while(|a| roots.check(a).is_ok()) {
+        for mount in table.at(ancestor) {
+            let number = mounted_device(mount);
+            for grants in instances {
+                if owned::owner_of(grants, number)?.is_some() {
+                    return Err(NodeError::InvalidArgument(format!(
+                        "{} is inside the volume mounted at {}",
+                        path.display(),
+                        ancestor.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Publishes a staged volume at `target`: a bind of the staging mount, or of the staged
@@ -340,6 +385,7 @@ fn host_attached(granted: &[PathBuf]) -> Result<Vec<loopdev::LoopDevice>, NodeEr
 /// it. A read-only raw block publish binds a read-only loop device of the same file
 /// (`read_only_view`), since a read-only bind of a device node does not stop writes.
 pub fn publish(
+    volume: &str,
     staging: &Path,
     target: &Path,
     access: &Access,
@@ -353,11 +399,11 @@ pub fn publish(
         Access::Mount { options, .. } => {
             let options = MountOptions::parse(options).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
             let staged = table.at(staging).last().ok_or_else(not_staged)?;
-            if Some(staged.device) != volume_device {
+            if Some(mounted_device(staged)) != volume_device {
                 return Err(not_staged());
             }
             if let Some(existing) = table.at(target).last() {
-                return if existing.device == staged.device && existing.read_only() == readonly {
+                return if mounted_device(existing) == mounted_device(staged) && existing.read_only() == readonly {
                     Ok(())
                 } else {
                     Err(NodeError::AlreadyExists(format!(
@@ -366,7 +412,7 @@ pub fn publish(
                     )))
                 };
             }
-            paths::create_target_dir(target)?;
+            paths::create_target_dir(target, volume)?;
             mount::bind(staging, target, readonly, &options).map_err(internal)
         }
         Access::Block => {
@@ -380,35 +426,39 @@ pub fn publish(
             } else {
                 Realised { path: device_path(number)?, number, attached_now: false }
             };
-            if let Some(existing) = table.at(target).last() {
-                return match bound_device(target)? {
+            let published = match table.at(target).last() {
+                Some(existing) => match bound_device(target)? {
                     Some(bound) if bound == device.number && existing.read_only() == readonly => Ok(()),
                     _ => Err(NodeError::AlreadyExists(format!(
                         "{} is already published with other arguments",
                         target.display()
                     ))),
-                };
+                },
+                None => paths::create_target_file(target, volume)
+                    .map_err(NodeError::from)
+                    .and_then(|()| mount::bind_device(&device.path, target, readonly).map_err(internal)),
+            };
+            // A read-only view this call attached for nothing goes again.
+            if published.is_err() && device.attached_now && !in_use(&MountTable::read().map_err(internal)?, &device) {
+                loopdev::detach(&device.path).map_err(internal)?;
             }
-            paths::create_target_file(target)?;
-            mount::bind_device(&device.path, target, readonly).map_err(internal)
+            published
         }
     }
 }
 
-/// Undoes [`publish`]: unmounts and removes the target (a target already gone is fine),
-/// and detaches a read-only view no other target binds any more.
-pub fn unpublish(target: &Path, granted: &[PathBuf]) -> Result<(), NodeError> {
+/// Undoes [`publish`]: unmounts the instance's mount at the target and removes the target
+/// if the host created it for this volume (a target already gone is fine), and detaches a
+/// read-only view no other target binds any more.
+pub fn unpublish(target: &Path, grants: &Grants, volume: &str) -> Result<(), NodeError> {
     let bound = bound_device(target)?;
-    unmount_all(target)?;
-    paths::remove_target(target)?;
+    unmount_owned(target, grants, volume)?;
+    paths::remove_created(target, volume)?;
     let Some(number) = bound.filter(|n| n.major == LOOP_MAJOR) else { return Ok(()) };
-    let view = host_attached(granted)?.into_iter().find(|d| d.device == number && d.read_only);
-    if let Some(view) = view {
-        // A bind of a device node shows in mountinfo as devtmpfs with the node as its root.
-        let node = Path::new("/").join(view.path.file_name().unwrap_or_default());
-        if !MountTable::read().map_err(internal)?.entries().iter().any(|m| m.root == node) {
-            loopdev::detach(&view.path).map_err(internal)?;
-        }
+    if let Some(Owned::LoopFile(view)) = owned::owner_of(grants, number)?
+        && view.read_only
+    {
+        detach_unused(grants, &[number])?;
     }
     Ok(())
 }
@@ -418,30 +468,32 @@ pub fn read_only_view(device: &Device, grants: &Grants) -> Result<Realised, Node
     let Device::File(guest) = device else {
         return Err(NodeError::InvalidArgument("read-only raw block publishing needs a file-backed volume".into()));
     };
-    let (file, host_path) = open_backing(guest, grants)?;
+    let (file, host_path) = owned::open_file(grants, guest, OFlag::O_RDONLY)?;
     let view = loopdev::attach_read_only(file.as_fd(), &host_path).map_err(internal)?;
     Ok(Realised { path: view.path, number: view.device, attached_now: true })
 }
 
-/// The device behind a published or staged path: the filesystem mounted there, or the
-/// device node bound onto it.
-fn device_at(path: &Path) -> Result<(Realised, Option<String>), NodeError> {
+/// The device behind a published or staged path of the instance: the filesystem mounted
+/// there, or the device node bound onto it. NOT_FOUND when the path holds nothing of the
+/// instance's (whatever else is mounted there).
+fn device_at(path: &Path, grants: &Grants, volume: &str) -> Result<(Realised, Option<String>), NodeError> {
     let table = MountTable::read().map_err(internal)?;
-    let mounted = table
-        .at(path)
-        .last()
-        .ok_or_else(|| NodeError::NotFound(format!("{} is not a published volume", path.display())))?;
-    if let Some(number) = bound_device(path)? {
-        return Ok((Realised { path: device_path(number)?, number, attached_now: false }, None));
+    let not_found = || NodeError::NotFound(format!("{} is not a published volume {volume}", path.display()));
+    let mounted = table.at(path).last().ok_or_else(not_found)?;
+    let (number, fs_type) = match bound_device(path)? {
+        Some(number) => (number, None),
+        None => (mounted_device(mounted), Some(mounted.fs_type.clone())),
+    };
+    if owned::owner_of(grants, number)?.is_none() {
+        return Err(not_found());
     }
-    let dev = Realised { path: device_path(mounted.device)?, number: mounted.device, attached_now: false };
-    Ok((dev, Some(mounted.fs_type.clone())))
+    Ok((Realised { path: device_path(number)?, number, attached_now: false }, fs_type))
 }
 
 /// Grows the volume at `volume_path` to its device's new size (refreshing a loop device's
 /// capacity first) while it stays mounted; answers the new size in bytes.
-pub fn expand(volume_path: &Path, deadline: Instant) -> Result<u64, NodeError> {
-    let (dev, fs_type) = device_at(volume_path)?;
+pub fn expand(volume_path: &Path, grants: &Grants, volume: &str, deadline: Instant) -> Result<u64, NodeError> {
+    let (dev, fs_type) = device_at(volume_path, grants, volume)?;
     if dev.number.major == LOOP_MAJOR {
         loopdev::set_capacity(&dev.path).map_err(internal)?;
     }
@@ -465,8 +517,8 @@ pub enum Usage {
 }
 
 /// Usage of the volume at `volume_path`, and why it is abnormal, if it is.
-pub fn usage(volume_path: &Path) -> Result<(Usage, Option<String>), NodeError> {
-    let (dev, fs_type) = device_at(volume_path)?;
+pub fn usage(volume_path: &Path, grants: &Grants, volume: &str) -> Result<(Usage, Option<String>), NodeError> {
+    let (dev, fs_type) = device_at(volume_path, grants, volume)?;
     let condition = backing_condition(&dev)?;
     let usage = match fs_type {
         Some(_) => Usage::Filesystem(stats::filesystem_stats(volume_path).map_err(internal)?),
