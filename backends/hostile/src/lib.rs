@@ -3,8 +3,15 @@
 //! answer each with a clean gRPC error.
 //!
 //! CreateVolume's `misbehave` parameter picks the act: `trap`, `loop`, `oom`, `exec`
-//! (runs a program it was not granted), `escape` (reads outside its directory). Without it
-//! the call succeeds with a fake volume, so the instance itself stays usable.
+//! (runs a program it was not granted), `escape` (reads outside its directory),
+//! `plant-symlink` (makes `/data/<link>` a symlink to the parameter `points-to`, e.g. a
+//! relative path into another backend's directory). Without it the call succeeds with a
+//! fake volume, so the instance itself stays usable.
+//!
+//! NodeStage/NodePublish: the volume context key `node-device` picks what `node-device`
+//! answers: `file:<guest path>`, `block:<path>` or `disk:<serial>:<path>` (a device it was
+//! not granted, a symlink it planted, a serial that is only a suffix of a disk's name).
+//! Without that key (NodeUnstage has no context) the volume id itself is read so.
 
 wit_bindgen::generate!({ path: "../../wit", world: "backend-component" });
 
@@ -21,7 +28,46 @@ fn unimplemented<T>() -> Result<T, Error> {
     Err(Error::Unimplemented("the hostile backend only creates volumes".into()))
 }
 
-fn misbehave(act: &str) -> Result<String, Error> {
+/// The volume context key whose value `node-device` answers (see the module header).
+const NODE_DEVICE: &str = "node-device";
+
+fn param<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// `file:<guest path>`, `block:<path>`, `disk:<serial>:<path>`.
+fn parse_device(text: &str) -> Result<Device, Error> {
+    let bad = || Error::InvalidArgument(format!("{NODE_DEVICE}={text:?} is not file:, block: or disk:"));
+    let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
+    match kind {
+        "file" => Ok(Device::File(rest.into())),
+        "block" => Ok(Device::Block(rest.into())),
+        "disk" => {
+            let (serial, path) = rest.split_once(':').ok_or_else(bad)?;
+            Ok(Device::Disk(csi::backend::types::Disk { serial: serial.into(), path: path.into() }))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Makes `/data/<link>` a symlink to `points_to`, through the WASI preopen.
+#[cfg(target_arch = "wasm32")]
+fn plant_symlink(link: &str, points_to: &str) -> Result<String, Error> {
+    let (dir, _) = wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == "/data")
+        .ok_or_else(|| Error::FailedPrecondition("no /data preopen to plant a symlink in".into()))?;
+    dir.symlink_at(points_to, link)
+        .map(|()| format!("planted /data/{link} -> {points_to}"))
+        .map_err(|e| Error::FailedPrecondition(format!("planting /data/{link} failed: {e:?}")))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn plant_symlink(_: &str, _: &str) -> Result<String, Error> {
+    Err(Error::Unimplemented("symlinks are planted by the component only".into()))
+}
+
+fn misbehave(act: &str, params: &Params) -> Result<String, Error> {
     match act {
         "trap" => panic!("hostile backend traps on purpose"),
         "loop" => loop {
@@ -38,6 +84,12 @@ fn misbehave(act: &str) -> Result<String, Error> {
         "escape" => std::fs::read_to_string("/data/../etc/passwd")
             .map(|_| "read /etc/passwd".into())
             .map_err(|e| Error::FailedPrecondition(format!("escape refused: {e}"))),
+        "plant-symlink" => {
+            let (Some(link), Some(points_to)) = (param(params, "link"), param(params, "points-to")) else {
+                return Err(Error::InvalidArgument("plant-symlink needs the parameters link and points-to".into()));
+            };
+            plant_symlink(link, points_to)
+        }
         other => Err(Error::InvalidArgument(format!("unknown misbehave act {other:?}"))),
     }
 }
@@ -59,9 +111,9 @@ impl Guest for Hostile {
     }
 
     fn create_volume(request: CreateVolumeRequest) -> Result<Volume, Error> {
-        let act = request.parameters.iter().find(|(k, _)| k == "misbehave").map(|(_, v)| v.as_str());
+        let act = param(&request.parameters, "misbehave");
         let note = match act {
-            Some(act) => misbehave(act)?,
+            Some(act) => misbehave(act, &request.parameters)?,
             None => "well behaved".into(),
         };
         Ok(Volume {
@@ -112,8 +164,12 @@ impl Guest for Hostile {
     fn controller_unpublish(_: String, _: String) -> Result<(), Error> {
         unimplemented()
     }
-    fn node_device(_: String, _: Params, _: Params) -> Result<Device, Error> {
-        unimplemented()
+    fn node_device(volume_id: String, volume_context: Params, _: Params) -> Result<Device, Error> {
+        match param(&volume_context, NODE_DEVICE) {
+            Some(device) => parse_device(device),
+            // Unstage passes no context: a volume id such as `file:/data/x` says it then.
+            None => parse_device(&volume_id).or_else(|_| unimplemented()),
+        }
     }
 
     fn node_topology() -> Result<Topology, Error> {
