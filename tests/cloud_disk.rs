@@ -126,6 +126,8 @@ settings = {{ region = "{REGION}", endpoint = "{endpoint}", wait-budget-ms = 200
 [backends.grants]
 http = ["{granted}"]
 secret_env = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+# The stand-in disks are loop devices: what a disk found by serial resolves to must be granted.
+devices = ["/dev/loop*"]
 "#
     );
     host.write_config("ebs.toml", &config);
