@@ -82,14 +82,150 @@ pub struct DirectoryGrant {
     pub read_only: bool,
 }
 
+/// A program the backend may run through `host.exec`, and exactly which arguments.
+///
+/// Each `allow` rule is either an options rule (a table) or an argument vector (a list):
+///
+/// ```toml
+/// [[backends.grants.commands]]
+/// program = "/sbin/lvm"
+/// host_args = ["--config", "backup{backup=0}"]   # added by the host, never by the backend
+/// [[backends.grants.commands.allow]]
+/// command = ["lvremove"]                         # the leading arguments, literally
+/// flags = ["--yes"]                              # options without a value, literally
+/// options = { "-L" = "*b" }                      # option name -> pattern of its value (the next argument)
+/// positionals = ["vg0/csi-*"]                    # exactly this many other arguments, each matching its pattern
+/// ```
+///
+/// A call matches an options rule when it starts with the `command` words and every other
+/// argument is a listed flag, a listed option followed by a matching value, or a positional;
+/// anything else that starts with `-` (an unlisted option, `--opt=value`, `--`, an
+/// abbreviation) is refused. A list rule `["version"]` matches one pattern per argument;
+/// only there may a final `**` match any further arguments, which hands the backend every
+/// option of the program: avoid it.
+///
+/// Patterns: `a|b` alternatives, `*` any run of characters except `/`. No pattern matches an
+/// argument starting with `-` unless the alternative itself starts with that `-`, so `*`
+/// never lets an option through.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandGrant {
     /// Absolute program path; no `PATH` lookup, no shell.
     pub program: PathBuf,
-    /// Argument patterns; a call must match one. Each element matches one argument:
-    /// `*` any, `a|b` alternatives, `--units=*` a prefix glob; a final `**` matches the rest.
-    pub allow: Vec<Vec<String>>,
+    /// Arguments the operator gives the program on every call (lvm's `--config`): the host
+    /// inserts them right after the matched rule's `command` words (first, for a list rule).
+    #[serde(default)]
+    pub host_args: Vec<String>,
+    /// The argument rules; a call must match one.
+    pub allow: Vec<ArgRule>,
+}
+
+/// One `allow` rule of a [`CommandGrant`].
+#[derive(Debug, Clone)]
+pub enum ArgRule {
+    /// A table: `command`, `flags`, `options`, `positionals`.
+    Options(OptionsRule),
+    /// A list: one pattern per argument, a final `**` matching the rest.
+    Vector(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionsRule {
+    /// Leading arguments, matched literally (a subcommand).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Options without a value, matched literally.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Options that take the next argument as their value: name -> value pattern.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// The remaining arguments, in order, one pattern each.
+    #[serde(default)]
+    pub positionals: Vec<String>,
+}
+
+/// A list is a [`ArgRule::Vector`], a table an [`ArgRule::Options`] (with its own field
+/// errors, which an untagged enum would hide).
+impl<'de> Deserialize<'de> for ArgRule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RuleVisitor;
+        impl<'de> serde::de::Visitor<'de> for RuleVisitor {
+            type Value = ArgRule;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of argument patterns or a table of command, flags, options and positionals")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<ArgRule, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(ArgRule::Vector)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ArgRule, A::Error> {
+                OptionsRule::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ArgRule::Options)
+            }
+        }
+        deserializer.deserialize_any(RuleVisitor)
+    }
+}
+
+impl CommandGrant {
+    /// The rules make sense: a typo'd pattern must not silently grant more or less.
+    fn check(&self) -> Result<(), String> {
+        let program = &self.program;
+        if !program.is_absolute() {
+            return Err(format!("command {program:?} must be an absolute path"));
+        }
+        if self.allow.is_empty() {
+            return Err(format!("command {program:?} has no allow rules"));
+        }
+        let bad = |what: &str, value: &str, rule: &str| Err(format!("command {program:?}: {what} {value:?} {rule}"));
+        for rule in &self.allow {
+            match rule {
+                ArgRule::Vector(patterns) => {
+                    if let Some(i) = patterns.iter().position(|p| p == "**")
+                        && i + 1 != patterns.len()
+                    {
+                        return bad("pattern", "**", "may only be the last element of a list rule");
+                    }
+                }
+                ArgRule::Options(rule) => {
+                    for word in &rule.command {
+                        if word.is_empty() || word.contains(['*', '|']) {
+                            return bad("command word", word, "must be a non-empty literal");
+                        }
+                    }
+                    for flag in &rule.flags {
+                        if !flag.starts_with('-') || flag == "-" || flag == "--" {
+                            return bad("flag", flag, "must be an option starting with '-'");
+                        }
+                    }
+                    for (name, value) in &rule.options {
+                        if !name.starts_with('-') || name == "-" || name == "--" || name.contains('=') {
+                            return bad("option", name, "must start with '-' and hold no '='");
+                        }
+                        if rule.flags.contains(name) {
+                            return bad("option", name, "is also listed as a flag");
+                        }
+                        if value.is_empty() || value == "**" {
+                            return bad("value pattern", value, &format!("of {name} must be a pattern such as \"*\""));
+                        }
+                    }
+                    for positional in &rule.positionals {
+                        if positional.is_empty()
+                            || positional.split('|').any(|alt| alt.starts_with('-'))
+                            || positional == "**"
+                        {
+                            return bad(
+                                "positional",
+                                positional,
+                                "must be a pattern of arguments not starting with '-'",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,12 +371,7 @@ impl Config {
                 }
             }
             for c in &b.grants.commands {
-                if !c.program.is_absolute() {
-                    return Err(at(format!("command {:?} must be an absolute path", c.program)));
-                }
-                if c.allow.is_empty() {
-                    return Err(at(format!("command {:?} has no allow patterns", c.program)));
-                }
+                c.check().map_err(at)?;
             }
             for d in &b.grants.devices {
                 if plain_components(d).is_none_or(|parts| parts.len() < 2) {

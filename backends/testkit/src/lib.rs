@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wasmcsi::command::Executor;
-use wasmcsi::config::{BackendConfig, CommandGrant, DirectoryGrant, GrantsConfig, Scalar};
+use wasmcsi::config::{ArgRule, BackendConfig, CommandGrant, DirectoryGrant, GrantsConfig, Scalar};
 use wasmcsi::runtime::Runtime;
 use wasmcsi::runtime::csi::backend::types::{Capacity, Expansion, SnapshotPage, VolumePage};
 use wasmcsi::runtime::http::{HttpSender, Origin, SendFuture};
@@ -214,10 +214,15 @@ impl Builder {
         self
     }
 
-    /// Grants `program` with argument patterns (see `CommandGrant::allow`).
-    pub fn command(mut self, program: &str, allow: &[&[&str]]) -> Self {
-        let allow = allow.iter().map(|p| p.iter().map(|s| s.to_string()).collect()).collect();
-        self.commands.push(CommandGrant { program: program.into(), allow });
+    /// Grants `program` with argument vector rules (see `CommandGrant::allow`).
+    pub fn command(self, program: &str, allow: &[&[&str]]) -> Self {
+        let allow = allow.iter().map(|p| ArgRule::Vector(p.iter().map(|s| s.to_string()).collect())).collect();
+        self.command_grant(CommandGrant { program: program.into(), host_args: vec![], allow })
+    }
+
+    /// Grants a command as a config file does (options rules, `host_args`).
+    pub fn command_grant(mut self, grant: CommandGrant) -> Self {
+        self.commands.push(grant);
         self
     }
 

@@ -143,9 +143,7 @@ impl host::Host for CallState {
     }
 
     fn exec(&mut self, program: String, args: Vec<String>, stdin: Vec<u8>) -> Result<types::ExecOutput, BackendError> {
-        if let Err(denied) = self.shared.grants.check_command(&program, &args) {
-            return Err(self.deny("exec", denied));
-        }
+        let args = self.shared.grants.check_command(&program, &args).map_err(|denied| self.deny("exec", denied))?;
         let cap = self.shared.limits.output_kib << 10;
         let out = self
             .shared
