@@ -5,20 +5,26 @@
 //! equal a granted origin, or it fails with `HTTP-request-denied` and no traffic. A granted
 //! origin named by a host name must also resolve to public addresses only, so a name
 //! pointed at loopback, a private range or the link-local metadata service is refused; an
-//! operator who means such an address grants it as an IP literal. Requests and responses are
+//! operator who means such an address grants it as an IP literal. The connection then goes to
+//! exactly the addresses that were checked (`Network`), never to a second resolution. Requests and responses are
 //! buffered (control-plane APIs are small; the response is capped by the instance's
 //! `output_kib`) and bounded by the call's deadline, which the epoch interrupt cannot enforce
 //! while the guest waits in the host. Nothing but the method and origin is logged: request
 //! headers carry credentials.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
 pub use wasmtime_wasi_http::RequestOptions;
@@ -97,11 +103,13 @@ impl std::fmt::Display for Origin {
 }
 
 /// Addresses a host name must not resolve to: loopback, private, link-local (the cloud
-/// metadata service), shared (CGNAT), unspecified, multicast and documentation ranges.
+/// metadata service), shared (CGNAT), unspecified, multicast, documentation, benchmarking
+/// and reserved ranges, and IPv6 addresses that carry one of those IPv4 addresses (mapped,
+/// compatible, NAT64, 6to4) or are Teredo, site-local or discard-only.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -110,24 +118,183 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
                 || a == 0)
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local())
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| std::net::Ipv4Addr::from(((high as u32) << 16) | low as u32);
+            let carried = match segments {
+                [0, 0, 0, 0, 0, 0xffff, h, l] | [0, 0, 0, 0, 0, 0, h, l] => Some(embedded(h, l)),
+                [0x64, 0xff9b, 0, 0, 0, 0, h, l] => Some(embedded(h, l)),
+                [0x2002, h, l, ..] => Some(embedded(h, l)),
+                _ => None,
+            };
+            match carried {
+                Some(v4) => !v6.is_loopback() && !v6.is_unspecified() && is_public(IpAddr::V4(v4)),
+                None => {
+                    !(v6.is_multicast()
+                        || v6.is_unique_local()
+                        || v6.is_unicast_link_local()
+                        || (segments[0] & 0xffc0) == 0xfec0
+                        || (segments[0] == 0x2001 && segments[1] == 0)
+                        || (segments[0] == 0x2001 && segments[1] == 0xdb8)
+                        || segments[..4] == [0x100, 0, 0, 0])
+                }
             }
-        },
+        }
     }
 }
 
-/// The production sender: checks where a host name resolves, then sends with wasmtime's
-/// HTTP/1.1 client (rustls with the web PKI roots for https).
-pub struct Network;
+/// Where a granted host name points: the system resolver in production, a script in tests.
+pub trait Resolve: Send + Sync {
+    fn resolve(&self, host: &str, port: u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
+}
+
+/// The system resolver (`getaddrinfo` on a blocking thread, through tokio).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>> {
+        let host = host.to_owned();
+        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
+    }
+}
+
+/// The production sender. A granted host name is resolved once, every address it resolves
+/// to must be public, and the connection goes to exactly those addresses: the name is never
+/// resolved again, so a name that rebinds between check and connect (to loopback or the
+/// metadata service) cannot move the connection. TCP to the checked address, TLS (web PKI
+/// roots, the granted host name as SNI and certificate name) for https, then one HTTP/1.1
+/// request on that connection.
+#[derive(Clone)]
+pub struct Network {
+    resolver: Arc<dyn Resolve>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Network {
+    pub fn new() -> Network {
+        Network::with_resolver(Arc::new(SystemResolver))
+    }
+
+    pub fn with_resolver(resolver: Arc<dyn Resolve>) -> Network {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Network { resolver, tls: tokio_rustls::TlsConnector::from(Arc::new(config)) }
+    }
+
+    /// The addresses to connect to: the IP literal, or every address the name resolves to,
+    /// once, when all of them are public.
+    async fn addresses(&self, origin: &Origin) -> Result<Vec<SocketAddr>, HttpError> {
+        if let Some(ip) = origin.ip_literal() {
+            return Ok(vec![SocketAddr::new(ip, origin.port)]);
+        }
+        let addresses =
+            self.resolver.resolve(&origin.host, origin.port).await.map_err(|_| HttpError::DestinationNotFound)?;
+        if addresses.is_empty() {
+            return Err(HttpError::DestinationNotFound);
+        }
+        if let Some(address) = addresses.iter().find(|a| !is_public(a.ip())) {
+            tracing::warn!(%origin, address = %address.ip(), "denied: a granted host name resolves to a non-public address");
+            return Err(HttpError::DestinationIpProhibited);
+        }
+        Ok(addresses)
+    }
+
+    /// A TCP connection to the first of `addresses` that accepts.
+    async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<TcpStream, HttpError> {
+        let mut last = HttpError::ConnectionRefused;
+        for address in addresses {
+            match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = HttpError::Connect(e),
+                Err(_) => last = HttpError::ConnectionTimeout,
+            }
+        }
+        Err(last)
+    }
+
+    async fn exchange(
+        &self,
+        origin: Origin,
+        request: Request,
+        options: Option<RequestOptions>,
+        max_response: usize,
+    ) -> Result<Response, HttpError> {
+        let connect_timeout = options.and_then(|o| o.connect_timeout).unwrap_or(Duration::MAX);
+        let first_byte_timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::MAX);
+        let addresses = self.addresses(&origin).await?;
+        let tcp = Self::connect(&addresses, connect_timeout).await?;
+        let (mut sender, connection) = if origin.https {
+            let name = match origin.ip_literal() {
+                Some(ip) => ServerName::from(ip),
+                None => ServerName::try_from(origin.host.clone()).map_err(|_| HttpError::HttpRequestUriInvalid)?,
+            };
+            let tls = tokio::time::timeout(connect_timeout, self.tls.connect(name, tcp))
+                .await
+                .map_err(|_| HttpError::ConnectionTimeout)?
+                .map_err(HttpError::Tls)?;
+            handshake(Box::new(tls), connect_timeout).await?
+        } else {
+            handshake(Box::new(tcp), connect_timeout).await?
+        };
+        let connection = tokio::spawn(connection);
+        // The origin was checked; the request line carries only the path (HTTP/1.1 to an
+        // origin server), the Host header the guest's authority.
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        let answer = async {
+            let response = tokio::time::timeout(
+                first_byte_timeout,
+                sender.send_request(http::Request::from_parts(parts, Full::new(body))),
+            )
+            .await
+            .map_err(|_| HttpError::ConnectionReadTimeout)??;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, max_response)
+                .collect()
+                .await
+                .map_err(|_| HttpError::HttpResponseBodySize(Some(max_response as u64)))?
+                .to_bytes();
+            Ok(Response::from_parts(parts, body))
+        }
+        .await;
+        connection.abort();
+        answer
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::new()
+    }
+}
+
+/// Any stream hyper can speak HTTP/1.1 over (plain TCP or TLS).
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+type Connection = hyper::client::conn::http1::Connection<TokioIo<Box<dyn Stream>>, Full<Bytes>>;
+
+async fn handshake(
+    stream: Box<dyn Stream>,
+    timeout: Duration,
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, Connection), HttpError> {
+    tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(TokioIo::new(stream)))
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(HttpError::from)
+}
 
 impl HttpSender for Network {
     fn send(
@@ -137,36 +304,9 @@ impl HttpSender for Network {
         options: Option<RequestOptions>,
         max_response: usize,
     ) -> SendFuture {
+        let network = self.clone();
         let origin = origin.clone();
-        Box::pin(async move {
-            if origin.ip_literal().is_none() {
-                let addresses = tokio::net::lookup_host((origin.host.as_str(), origin.port))
-                    .await
-                    .map_err(|_| HttpError::DestinationNotFound)?;
-                let mut any = false;
-                for address in addresses {
-                    any = true;
-                    if !is_public(address.ip()) {
-                        tracing::warn!(%origin, address = %address.ip(), "denied: a granted host name resolves to a non-public address");
-                        return Err(HttpError::DestinationIpProhibited);
-                    }
-                }
-                if !any {
-                    return Err(HttpError::DestinationNotFound);
-                }
-            }
-            let request = request.map(|body| Full::new(body).map_err(|never| match never {}));
-            let (response, connection) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            let connection = tokio::spawn(connection);
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, max_response)
-                .collect()
-                .await
-                .map_err(|_| HttpError::HttpResponseBodySize(Some(max_response as u64)))?
-                .to_bytes();
-            connection.abort();
-            Ok(Response::from_parts(parts, body))
-        })
+        Box::pin(async move { network.exchange(origin, request, options, max_response).await })
     }
 }
 
@@ -217,6 +357,11 @@ impl WasiHttpHooks for GrantedHttp {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[test]
@@ -261,8 +406,123 @@ mod tests {
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["52.94.1.1", "8.8.8.8", "2600:1f18::1"] {
+        for hidden in [
+            "240.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "192.0.0.8",
+            "::a9fe:a9fe",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:0101::",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "fec0::1",
+            "100::1",
+        ] {
+            assert!(!is_public(hidden.parse().unwrap()), "{hidden}");
+        }
+        for public in ["52.94.1.1", "8.8.8.8", "2600:1f18::1", "64:ff9b::808:808", "2002:808:808::1"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    /// A loopback HTTP server: counts connections, keeps each request head, answers `body`.
+    struct Server {
+        port: u16,
+        connections: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn server(body: &'static [u8]) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (connections, heads) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let (count, seen) = (connections.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = stream.write_all(&[answer.as_bytes(), body].concat()).await;
+                });
+            }
+        });
+        Server { port, connections, heads }
+    }
+
+    /// Answers `first` on the first lookup and 127.0.0.1 on every later one.
+    struct Rebinding {
+        first: IpAddr,
+        lookups: AtomicUsize,
+    }
+
+    impl Resolve for Rebinding {
+        fn resolve(&self, _: &str, port: u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>> {
+            let ip = if self.lookups.fetch_add(1, Ordering::SeqCst) == 0 { self.first } else { [127, 0, 0, 1].into() };
+            Box::pin(std::future::ready(Ok(vec![SocketAddr::new(ip, port)])))
+        }
+    }
+
+    fn get(uri: &str) -> Request {
+        http::Request::get(uri).header(http::header::HOST, "rebind.test").body(Bytes::new()).unwrap()
+    }
+
+    fn short_connect() -> Option<RequestOptions> {
+        Some(RequestOptions { connect_timeout: Some(Duration::from_millis(500)), ..Default::default() })
+    }
+
+    #[tokio::test]
+    async fn a_rebinding_name_never_reaches_loopback() {
+        let server = server(b"secret").await;
+        let origin = Origin::parse(&format!("http://rebind.test:{}", server.port)).unwrap();
+        // Checked public, then (were the name resolved again to connect) loopback.
+        let resolver = Arc::new(Rebinding { first: "2600:1f18::1".parse().unwrap(), lookups: AtomicUsize::new(0) });
+        let network = Network::with_resolver(resolver.clone());
+        let uri = format!("http://rebind.test:{}/", server.port);
+        let answer = network.send(&origin, get(&uri), short_connect(), 1024).await;
+        assert!(
+            matches!(answer, Err(HttpError::Connect(_) | HttpError::ConnectionTimeout | HttpError::ConnectionRefused)),
+            "only the checked (public, unreachable here) address is tried: {answer:?}"
+        );
+        for _ in 0..2 {
+            let answer = network.send(&origin, get(&uri), short_connect(), 1024).await;
+            assert!(matches!(answer, Err(HttpError::DestinationIpProhibited)), "{answer:?}");
+        }
+        assert_eq!(server.connections.load(Ordering::SeqCst), 0, "the loopback server was never connected to");
+        assert_eq!(resolver.lookups.load(Ordering::SeqCst), 3, "one lookup per request, none to connect");
+
+        // A name that resolves to loopback right away is refused before any connection.
+        let resolver = Arc::new(Rebinding { first: [127, 0, 0, 1].into(), lookups: AtomicUsize::new(0) });
+        let answer = Network::with_resolver(resolver).send(&origin, get("http://rebind.test/"), None, 1024).await;
+        assert!(matches!(answer, Err(HttpError::DestinationIpProhibited)), "{answer:?}");
+        assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_granted_ip_literal_is_reached_with_an_origin_form_request_and_a_capped_response() {
+        let server = server(b"hello").await;
+        let origin = Origin::parse(&format!("http://127.0.0.1:{}", server.port)).unwrap();
+        let uri = format!("http://127.0.0.1:{}/path?Action=X", server.port);
+        let response = Network::new().send(&origin, get(&uri), None, 1024).await.unwrap();
+        assert_eq!((response.status(), response.body().as_ref()), (http::StatusCode::OK, &b"hello"[..]));
+        let head = server.heads.lock().unwrap()[0].clone();
+        assert!(head.starts_with("GET /path?Action=X HTTP/1.1\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("host: rebind.test\r\n"), "{head}");
+
+        let answer = Network::new().send(&origin, get(&uri), None, 4).await;
+        assert!(matches!(answer, Err(HttpError::HttpResponseBodySize(Some(4)))), "{answer:?}");
+        assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     }
 }

@@ -99,7 +99,13 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         BackendComponent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, linker, cache: ComponentCache::open(cache_dir)?, executor, http: Arc::new(Network) })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: ComponentCache::open(cache_dir)?,
+            executor,
+            http: Arc::new(Network::new()),
+        })
     }
 
     /// Sends the backends' granted HTTP requests through `sender` instead of the network
