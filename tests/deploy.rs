@@ -22,7 +22,7 @@ use csi::plugin_capability::{Type as Plugin, service::Type as Service};
 use csi_proto::v1 as csi;
 use serde::Deserialize;
 use serde_yaml::Value;
-use wasmcsi::config::{BUILTIN_PREFIX, Config};
+use wasmcsi::config::{ArgRule, BUILTIN_PREFIX, Config};
 
 /// The Kubernetes versions the manifests are validated for: the oldest the deployment
 /// supports (external-provisioner v6 needs the storage.k8s.io/v1 VolumeAttributesClass of
@@ -694,6 +694,16 @@ fn the_host_config_fits_the_host_container() {
         }
         for var in &backend.grants.secret_env {
             assert!(host.env.iter().any(|e| &e.name == var), "{name}: the host container does not set {var}");
+        }
+        // Command grants list the options they allow; `**` would hand the backend all of them.
+        for command in &backend.grants.commands {
+            for rule in &command.allow {
+                assert!(
+                    !matches!(rule, ArgRule::Vector(patterns) if patterns.iter().any(|p| p == "**")),
+                    "{name}: {:?} is granted with \"**\"",
+                    command.program
+                );
+            }
         }
     }
 }

@@ -118,21 +118,32 @@ impl Drop for VolumeGroup {
     }
 }
 
-/// `[[backends]]` TOML for an lvm instance on `vg`.
+/// The grant the README ships for the lvm backend (its `[backends.grants]` and command
+/// grant, thin pool `pool0` included), for volume group `vg`, with the test's lvm config as
+/// the operator's `host_args`.
+fn shipped_lvm_grant(vg: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README");
+    let block = readme
+        .split("```toml")
+        .filter_map(|block| block.split_once("```").map(|(toml, _)| toml))
+        .find(|toml| toml.contains("module = \"builtin:lvm\""))
+        .expect("the README shows the lvm grant");
+    let grant = &block[block.find("[backends.grants]").expect("the README's lvm block has grants")..];
+    let host_args = grant.lines().find(|l| l.starts_with("host_args = ")).expect("the README's grant sets host_args");
+    let config = format!("host_args = [\"--config\", {}]", toml_str(&lvm_config()));
+    grant.replace(host_args, &config).replace("vg0", vg)
+}
+
+/// `[[backends]]` TOML for an lvm instance on `vg`, with the shipped grant.
 fn lvm_toml(instance: &str, vg: &str, extra_settings: &str) -> String {
     format!(
         r#"
 [[backends]]
 name = "{instance}"
 module = "builtin:lvm"
-settings = {{ volume-group = "{vg}", lvm-config = {config}{extra_settings} }}
-[backends.grants]
-devices = ["/dev/{vg}/*"]
-[[backends.grants.commands]]
-program = "{LVM}"
-allow = [["vgs|lvs|lvcreate|lvremove|lvextend|lvchange", "**"]]
-"#,
-        config = toml_str(&lvm_config()),
+settings = {{ volume-group = "{vg}"{extra_settings} }}
+{grant}"#,
+        grant = shipped_lvm_grant(vg),
     )
 }
 
@@ -467,4 +478,91 @@ async fn unpublish_and_unstage(n: &mut csi::node_client::NodeClient<Channel>, id
         .await,
         "NodeUnstageVolume",
     );
+}
+
+/// An lvm `--config` that makes lvm write its log to `file`, as root.
+fn log_to(file: &Path) -> String {
+    format!("log{{file={} level=7}}", toml_str(&file.display().to_string()))
+}
+
+/// CreateVolume on the hostile instance `backend`, which runs `/sbin/lvm args…` itself.
+async fn hostile_lvm(
+    c: &mut ControllerClient<Channel>,
+    backend: &str,
+    args: &[String],
+) -> Result<String, tonic::Status> {
+    let joined = args.join("\n");
+    let parameters = [("backend", backend), ("misbehave", "run"), ("program", LVM), ("args", &joined)];
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!("pvc-run-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    c.create_volume(create_req_with(&name, MIB, &parameters))
+        .await
+        .map(|r| r.into_inner().volume.expect("a volume").volume_context["note"].clone())
+}
+
+#[tokio::test]
+async fn no_backend_makes_lvm_write_a_file_through_the_shipped_grant() {
+    if !lvm_ready("no_backend_makes_lvm_write_a_file_through_the_shipped_grant") {
+        return;
+    }
+    let mut host = Host::new();
+    let vg = VolumeGroup::new("x", 64 * MIB);
+    let hostile = toml_str(&host.write_hostile().display().to_string());
+    // `shipped` has the README's lvm grant; `wide` the `**` grant the README used to ship,
+    // to show each injection really writes a file when a grant lets it through.
+    let config = format!(
+        r#"
+[[backends]]
+name = "shipped"
+module = {hostile}
+{shipped}
+[[backends]]
+name = "wide"
+module = {hostile}
+[[backends.grants.commands]]
+program = "{LVM}"
+allow = [["vgs|lvs|lvcreate|lvremove|lvextend|lvchange", "**"]]
+"#,
+        shipped = shipped_lvm_grant(&vg.name),
+    );
+    host.write_config("lvm.toml", &config);
+    host.start().await;
+    let mut c = host.controller().await;
+    let out = tempfile::Builder::new().prefix("wasmcsi-inject-").tempdir().expect("temp dir");
+    let vg_name = vg.name.clone();
+    let injections: [fn(&str, &str) -> Vec<String>; 4] = [
+        |vg, log| vec!["lvs".into(), "--config".into(), log.into(), vg.into()],
+        |vg, log| vec!["lvs".into(), format!("--config={log}"), vg.into()],
+        |vg, log| vec!["vgs".into(), vg.into(), "--config".into(), log.into()],
+        |vg, log| {
+            let columns = "vg_name,vg_extent_size,vg_free";
+            ["vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", columns, "--config", log, vg]
+                .map(str::to_owned)
+                .to_vec()
+        },
+    ];
+    for (i, injection) in injections.iter().enumerate() {
+        let (denied_file, written_file) =
+            (out.path().join(format!("denied-{i}")), out.path().join(format!("wide-{i}")));
+        let args = injection(&vg_name, &log_to(&denied_file));
+        let status = hostile_lvm(&mut c, "shipped", &args).await.expect_err("the shipped grant refuses it");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{args:?}: {status:?}");
+        assert!(status.message().contains("denied by the host"), "{args:?}: {}", status.message());
+        assert!(!denied_file.exists(), "{args:?} made lvm write {denied_file:?}");
+
+        let control = injection(&vg_name, &log_to(&written_file));
+        hostile_lvm(&mut c, "wide", &control).await.expect("the wide grant runs it");
+        assert!(written_file.exists(), "{control:?} should have made lvm write its log (else the test proves nothing)");
+    }
+    // What the lvm backend runs passes, with the operator's config added by the host.
+    let granted =
+        ["vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "vg_name,vg_extent_size,vg_free"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([vg_name.clone()])
+            .collect::<Vec<_>>();
+    assert_eq!(hostile_lvm(&mut c, "shipped", &granted).await.expect("granted"), "run ended with status 0");
+    let files: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), injections.len(), "only the wide grant's logs exist: {files:?}");
+    host.terminate().await;
 }

@@ -3,10 +3,11 @@
 //! answer each with a clean gRPC error.
 //!
 //! CreateVolume's `misbehave` parameter picks the act: `trap`, `loop`, `oom`, `exec`
-//! (runs a program it was not granted), `escape` (reads outside its directory),
-//! `plant-symlink` (makes `/data/<link>` a symlink to the parameter `points-to`, e.g. a
-//! relative path into another backend's directory). Without it the call succeeds with a
-//! fake volume, so the instance itself stays usable.
+//! (runs a program it was not granted), `run` (runs the parameter `program` with the
+//! parameter `args`, one argument per line: what a backend could try on a granted program),
+//! `escape` (reads outside its directory), `plant-symlink` (makes `/data/<link>` a symlink to
+//! the parameter `points-to`, e.g. a relative path into another backend's directory). Without
+//! it the call succeeds with a fake volume, so the instance itself stays usable.
 //!
 //! NodeStage/NodePublish: the volume context key `node-device` picks what `node-device`
 //! answers: `file:<guest path>`, `block:<path>` or `disk:<serial>:<path>` (a device it was
@@ -81,6 +82,10 @@ fn misbehave(act: &str, params: &Params) -> Result<String, Error> {
         }
         "exec" => host::exec("/bin/sh", &["-c".into(), "id".into()], &[])
             .map(|out| format!("exec ran with status {}", out.status)),
+        "run" => {
+            let args: Vec<String> = param(params, "args").unwrap_or("").lines().map(str::to_owned).collect();
+            host::exec(param(params, "program").unwrap_or(""), &args, &[]).map(|out| format!("run ended with status {}", out.status))
+        }
         "escape" => std::fs::read_to_string("/data/../etc/passwd")
             .map(|_| "read /etc/passwd".into())
             .map_err(|e| Error::FailedPrecondition(format!("escape refused: {e}"))),

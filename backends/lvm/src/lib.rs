@@ -7,7 +7,7 @@
 //! The backend never touches a device or a file: everything goes through `lvm` run by the
 //! host (`lvm.rs`), and the CSI name → LV mapping lives only in LV names and tags
 //! (`tags.rs`), so there is no state of its own to lose or repair. Settings: `settings.rs`
-//! (`volume-group`, `thin-pool`, `lvm`, `lvm-config`, `reserve`, `default-fs-type`,
+//! (`volume-group`, `thin-pool`, `lvm`, `reserve`, `default-fs-type`,
 //! `thin-overprovision-ratio`, `snapshot-reserve-percent`, `optional`); StorageClass and
 //! VolumeSnapshotClass parameters: `support.rs`; sizing and space: `volumes.rs`, `space.rs`;
 //! what lvm errors become: `lvmerr.rs`; what an `optional` instance answers on a node

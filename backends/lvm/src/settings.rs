@@ -6,7 +6,6 @@
 //! | `volume-group`               | the VG volumes are made in (required)                | —           |
 //! | `thin-pool`                  | a thin pool LV in that VG, for `type: thin`          | none        |
 //! | `lvm`                        | the lvm program (absolute path)                      | `/sbin/lvm` |
-//! | `lvm-config`                 | passed as `--config <value>` to every lvm command    | none        |
 //! | `reserve`                    | bytes of the VG never given to thick volumes         | 0           |
 //! | `default-fs-type`            | filesystem when a mount capability names none        | `ext4`      |
 //! | `thin-overprovision-ratio`   | decimal ≥ 1: virtual sizes allowed per pool byte     | 1           |
@@ -18,6 +17,11 @@
 //! says the VG is not found the instance loads with a warning and answers as a node with no
 //! space and none of its volumes or snapshots (`optional.rs`). With `false`, the default, a
 //! missing VG stops the load, so a misspelt name fails fast.
+//!
+//! `lvm-config` was a setting once; the operator's lvm `--config` is now part of the host's
+//! grant (`host_args` of the lvm command grant), which the host adds to every lvm command
+//! itself, so a backend can never choose it. A settings map that still has it is refused with
+//! a message saying so.
 //!
 //! VG and LV names are checked against LVM's rules (`[A-Za-z0-9+_.-]`, not starting with
 //! `-`, not `.` or `..`), so a setting can neither become an option on lvm's command line
@@ -32,15 +36,15 @@ use crate::space::Fraction;
 const VOLUME_GROUP: &str = "volume-group";
 const THIN_POOL: &str = "thin-pool";
 const LVM: &str = "lvm";
-const LVM_CONFIG: &str = "lvm-config";
+/// A setting of earlier versions, moved into the host's command grant.
+const MOVED_LVM_CONFIG: &str = "lvm-config";
 const RESERVE: &str = "reserve";
 const DEFAULT_FS: &str = "default-fs-type";
 const THIN_RATIO: &str = "thin-overprovision-ratio";
 const SNAPSHOT_RESERVE: &str = "snapshot-reserve-percent";
 const OPTIONAL: &str = "optional";
 
-const KNOWN: [&str; 9] =
-    [VOLUME_GROUP, THIN_POOL, LVM, LVM_CONFIG, RESERVE, DEFAULT_FS, THIN_RATIO, SNAPSHOT_RESERVE, OPTIONAL];
+const KNOWN: [&str; 8] = [VOLUME_GROUP, THIN_POOL, LVM, RESERVE, DEFAULT_FS, THIN_RATIO, SNAPSHOT_RESERVE, OPTIONAL];
 
 const DEFAULT_LVM: &str = "/sbin/lvm";
 
@@ -53,8 +57,6 @@ pub struct Settings {
     pub thin_pool: Option<String>,
     /// The lvm program, an absolute path.
     pub lvm: String,
-    /// `--config` for every lvm command.
-    pub lvm_config: Option<String>,
     /// Bytes of the VG never given to thick volumes or COW snapshots.
     pub reserve: u64,
     pub default_fs_type: String,
@@ -72,7 +74,6 @@ impl Settings {
         let mut volume_group = None;
         let mut thin_pool = None;
         let mut lvm = None;
-        let mut lvm_config = None;
         let mut reserve = None;
         let mut default_fs_type = None;
         let mut ratio = None;
@@ -83,7 +84,7 @@ impl Settings {
                 VOLUME_GROUP => set_once(&mut volume_group, key, lvm_name(key, value)?)?,
                 THIN_POOL => set_once(&mut thin_pool, key, lvm_name(key, value)?)?,
                 LVM => set_once(&mut lvm, key, program(value)?)?,
-                LVM_CONFIG => set_once(&mut lvm_config, key, config(value)?)?,
+                MOVED_LVM_CONFIG => return Err(moved_lvm_config()),
                 RESERVE => set_once(&mut reserve, key, parse_bytes(key, value)?)?,
                 DEFAULT_FS => set_once(&mut default_fs_type, key, fs_type(value)?)?,
                 THIN_RATIO => set_once(&mut ratio, key, overprovision_ratio(value)?)?,
@@ -104,7 +105,6 @@ impl Settings {
                 .ok_or_else(|| Error::InvalidArgument(format!("setting {VOLUME_GROUP:?} is required")))?,
             thin_pool,
             lvm: lvm.unwrap_or_else(|| DEFAULT_LVM.to_owned()),
-            lvm_config,
             reserve: reserve.unwrap_or(0),
             default_fs_type: default_fs_type.unwrap_or_else(|| DEFAULT_FS_TYPE.to_owned()),
             thin_overprovision_ratio: ratio.unwrap_or(Fraction::ONE),
@@ -151,11 +151,11 @@ fn program(value: &str) -> Result<String, Error> {
     Ok(value.to_owned())
 }
 
-fn config(value: &str) -> Result<String, Error> {
-    if value.trim().is_empty() {
-        return Err(Error::InvalidArgument(format!("setting {LVM_CONFIG:?} is empty: leave it out instead")));
-    }
-    Ok(value.to_owned())
+fn moved_lvm_config() -> Error {
+    Error::InvalidArgument(format!(
+        "setting {MOVED_LVM_CONFIG:?} is no longer a backend setting: the host adds lvm's --config itself, so \
+         move the value to the lvm command grant as host_args = [\"--config\", \"<value>\"] (README, \"lvm\")"
+    ))
 }
 
 fn fs_type(value: &str) -> Result<String, Error> {
@@ -199,7 +199,6 @@ mod tests {
                 volume_group: "vg0".into(),
                 thin_pool: None,
                 lvm: "/sbin/lvm".into(),
-                lvm_config: None,
                 reserve: 0,
                 default_fs_type: "ext4".into(),
                 thin_overprovision_ratio: Fraction::ONE,
@@ -215,7 +214,6 @@ mod tests {
             ("volume-group", "vg_data.1+x-y"),
             ("thin-pool", "pool0"),
             ("lvm", "/usr/sbin/lvm"),
-            ("lvm-config", "global{activation=0}"),
             ("reserve", "1048576"),
             ("default-fs-type", "xfs"),
             ("thin-overprovision-ratio", "2.5"),
@@ -229,7 +227,6 @@ mod tests {
                 volume_group: "vg_data.1+x-y".into(),
                 thin_pool: Some("pool0".into()),
                 lvm: "/usr/sbin/lvm".into(),
-                lvm_config: Some("global{activation=0}".into()),
                 reserve: 1 << 20,
                 default_fs_type: "xfs".into(),
                 thin_overprovision_ratio: Fraction::parse("2.5").unwrap(),
@@ -263,7 +260,11 @@ mod tests {
     fn bad_values_are_named() {
         let with_vg = |key, value| invalid_message(&[("volume-group", "vg0"), (key, value)]);
         assert!(with_vg("lvm", "lvm").contains("absolute"));
-        assert!(with_vg("lvm-config", " ").contains("lvm-config"));
+        let moved = with_vg("lvm-config", "global{activation=0}");
+        assert!(
+            moved.contains("\"lvm-config\" is no longer a backend setting") && moved.contains("host_args"),
+            "{moved}"
+        );
         assert!(with_vg("reserve", "1G").contains("reserve"));
         assert!(with_vg("default-fs-type", "zfs").contains("default-fs-type"));
         for ratio in ["0.5", "0", "-2", "two", "1e1", ""] {

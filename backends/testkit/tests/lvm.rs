@@ -18,6 +18,7 @@
 //! volumes (`Vwi-a-tz--`), thin snapshots (`Vwi---tz-k`), COW snapshots (`swi-a-s---`) and
 //! their origins (`owi-a-s---`), and the in-use and lock messages.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use backend_testkit::{
@@ -25,6 +26,7 @@ use backend_testkit::{
     Output, Snapshot, TestHost, Volume, backend_error, fail, ok, volume_request,
 };
 use sha2::{Digest, Sha256};
+use wasmcsi::config::{CommandGrant, Config};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -464,12 +466,29 @@ impl Lvm {
     }
 }
 
-/// The LVM backend with the grant the host gives it, over `fake`.
+/// The lvm command grant the README ships, for volume group `vg` and thin pool `pool`,
+/// without its `host_args`: every command the backend runs must pass it.
+fn shipped_grant(vg: &str, pool: &str) -> CommandGrant {
+    let readme = include_str!("../../../README.md");
+    let block = readme
+        .split("```toml")
+        .filter_map(|block| block.split_once("```").map(|(toml, _)| toml))
+        .find(|toml| toml.contains("module = \"builtin:lvm\""))
+        .expect("the README shows the lvm grant");
+    let config = Config::parse(Path::new("readme.toml"), &block.replace("vg0", vg).replace("pool0", pool))
+        .expect("the README's lvm config");
+    let grant = config.backends[0].grants.commands[0].clone();
+    CommandGrant { host_args: vec![], ..grant }
+}
+
+/// The LVM backend with the shipped grant for `VG`, over `fake`.
 fn builder(fake: &Arc<Mutex<FakeLvm>>) -> Builder {
+    builder_for(fake, shipped_grant(VG, "pool0"))
+}
+
+fn builder_for(fake: &Arc<Mutex<FakeLvm>>, grant: CommandGrant) -> Builder {
     let fake = fake.clone();
-    TestHost::builder(backend_bundle::LVM)
-        .command(LVM, &[&["vgs|lvs|lvcreate|lvremove|lvextend|lvchange", "**"]])
-        .respond(move |call| fake.lock().unwrap().respond(call))
+    TestHost::builder(backend_bundle::LVM).command_grant(grant).respond(move |call| fake.lock().unwrap().respond(call))
 }
 
 fn load_with(fake: FakeLvm, settings: &[(&str, &str)]) -> Lvm {
@@ -592,22 +611,28 @@ fn the_load_checks_the_volume_group_and_the_thin_pool() {
     let commands: Vec<String> = kit.exec().calls().iter().map(|call| call.args.join(" ")).collect();
     assert_eq!(commands, [report_vgs(), report_lvs("vg0/pool0")]);
 
-    let err = builder(&fake).setting("volume-group", "nosuchvg").build().unwrap_err();
+    let err =
+        builder_for(&fake, shipped_grant("nosuchvg", "pool0")).setting("volume-group", "nosuchvg").build().unwrap_err();
     assert!(err.reason.contains("volume group \"nosuchvg\" (setting volume-group) cannot be used"), "{err}");
     assert!(err.reason.contains("Volume group \"nosuchvg\" not found"), "{err}");
 
-    let err = builder(&fake).setting("volume-group", VG).setting("thin-pool", "pool1").build().unwrap_err();
+    let pool1 = || builder_for(&fake, shipped_grant(VG, "pool1"));
+    let err = pool1().setting("volume-group", VG).setting("thin-pool", "pool1").build().unwrap_err();
     assert!(err.reason.contains("thin pool \"pool1\" does not exist"), "{err}");
 
     fake.lock().unwrap().rows.push(Row::thick("plain", EXTENT, &[]));
-    let err = builder(&fake).setting("volume-group", VG).setting("thin-pool", "plain").build().unwrap_err();
+    let err = builder_for(&fake, shipped_grant(VG, "plain"))
+        .setting("volume-group", VG)
+        .setting("thin-pool", "plain")
+        .build()
+        .unwrap_err();
     assert!(err.reason.contains("\"plain\" is not a thin pool"), "{err}");
 }
 
 #[test]
 fn settings_are_strict_and_checked_before_any_lvm_runs() {
     let fake = Arc::new(Mutex::new(FakeLvm::new()));
-    let cases: [(&[(&str, &str)], &str); 9] = [
+    let cases: [(&[(&str, &str)], &str); 10] = [
         (&[], "\"volume-group\" is required"),
         (&[("volume-group", VG), ("volume_group", VG)], "unknown setting \"volume_group\""),
         (&[("volume-group", "-vg0")], "must be an LVM name"),
@@ -615,6 +640,7 @@ fn settings_are_strict_and_checked_before_any_lvm_runs() {
         (&[("volume-group", VG), ("thin-overprovision-ratio", "0.5")], "thin-overprovision-ratio"),
         (&[("volume-group", VG), ("snapshot-reserve-percent", "0")], "snapshot-reserve-percent"),
         (&[("volume-group", VG), ("lvm", "lvm")], "absolute path"),
+        (&[("volume-group", VG), ("lvm-config", "x{y=1}")], "\"lvm-config\" is no longer a backend setting"),
         (&[("volume-group", VG), ("optional", "yes")], "\"optional\" must be true or false"),
         (&[("volume-group", "nosuchvg"), ("optional", "True")], "\"optional\" must be true or false"),
     ];
@@ -631,11 +657,14 @@ fn settings_are_strict_and_checked_before_any_lvm_runs() {
 }
 
 #[test]
-fn every_command_runs_the_configured_lvm_with_the_configured_config() {
+fn every_command_gets_the_operators_config_from_the_grant_not_from_the_backend() {
     let config = "global{activation=0} activation{udev_sync=0 udev_rules=0 monitoring=0}";
     let mut fake = FakeLvm::new();
     fake.config = Some(config.into());
-    let lvm = load_with(fake, &[("lvm-config", config)]);
+    let fake = Arc::new(Mutex::new(fake));
+    let grant = CommandGrant { host_args: vec!["--config".into(), config.into()], ..shipped_grant(VG, "pool0") };
+    let kit = builder_for(&fake, grant).setting("volume-group", VG).build().expect("the lvm backend loads");
+    let lvm = Lvm { kit, fake };
     let volume = create(&lvm, "pvc-1", 8 * MIB, 0).unwrap();
     lvm.kit.expand_volume(&volume.id, 12 * MIB, 0).unwrap();
     lvm.kit.node_device(&volume.id, vec![], vec![]).unwrap();
@@ -654,7 +683,7 @@ fn every_command_runs_the_configured_lvm_with_the_configured_config() {
 
 /// An `optional` instance for volume group `vg1`, which the fake's lvm does not have.
 fn optional_without_the_vg(fake: &Arc<Mutex<FakeLvm>>) -> TestHost {
-    builder(fake)
+    builder_for(fake, shipped_grant("vg1", "pool0"))
         .setting("volume-group", "vg1")
         .setting("optional", "true")
         .build()
@@ -737,7 +766,7 @@ fn an_optional_instance_with_its_volume_group_works_as_usual() {
     assert_err!(kit.get_volume(&volume.id), NotFound);
 
     // Where the VG exists, a wrong thin pool still stops the load.
-    let err = builder(&fake)
+    let err = builder_for(&fake, shipped_grant(VG, "pool1"))
         .setting("volume-group", VG)
         .setting("thin-pool", "pool1")
         .setting("optional", "true")
@@ -776,7 +805,11 @@ fn an_optional_instance_still_fails_on_lvm_failures_other_than_no_volume_group()
         assert!(expected(&error), "{stderr}: {error:?}");
     }
     // And a missing VG without optional stays fatal (see the_load_checks_the_volume_group_and_the_thin_pool).
-    let err = builder(&fake).setting("volume-group", "vg1").setting("optional", "false").build().unwrap_err();
+    let err = builder_for(&fake, shipped_grant("vg1", "pool0"))
+        .setting("volume-group", "vg1")
+        .setting("optional", "false")
+        .build()
+        .unwrap_err();
     assert!(err.reason.contains("Volume group \"vg1\" not found"), "{err}");
 }
 
