@@ -4,7 +4,9 @@
 //! - CSI mount flags are parsed once ([`MountOptions::parse`]): the generic ones become
 //!   `MS_*` flags, the rest are handed to the filesystem as its data string, and the ones
 //!   that would change what kind of mount this is (`bind`, `remount`, propagation) are
-//!   refused.
+//!   refused. Every volume mount is `nosuid,nodev` unless the CO's flags say `suid` or `dev`:
+//!   a filesystem's contents are the backend's (a loopfile image is written by it), so a
+//!   setuid binary or a device node in it must not become the node's.
 //! - A bind mount cannot be made read-only (or nosuid, noexec…) in one call: it is bound,
 //!   then remounted with `MS_BIND|MS_REMOUNT`. The remount keeps the per-mount flags the
 //!   source already has, so publishing never weakens what staging set, and a failed
@@ -51,6 +53,9 @@ const PER_MOUNT: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_RELATIME)
     .union(MsFlags::MS_STRICTATIME);
 
+/// Per-mount flags every volume mount starts from (see the module header).
+const VOLUME_DEFAULTS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+
 /// Mount flags as `mount(2)` takes them: flags, and the filesystem's data string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -60,9 +65,10 @@ pub struct MountOptions {
 
 impl MountOptions {
     /// Parses CSI mount flags; each may itself be a comma-separated list, and a later
-    /// option wins over an earlier opposite (`ro,rw` is read-write).
+    /// option wins over an earlier opposite (`ro,rw` is read-write); the start is
+    /// `nosuid,nodev`.
     pub fn parse<S: AsRef<str>>(options: &[S]) -> Result<MountOptions, MountError> {
-        let mut flags = MsFlags::empty();
+        let mut flags = VOLUME_DEFAULTS;
         let mut data: Vec<&str> = Vec::new();
         for option in options.iter().flat_map(|o| o.as_ref().split(',')) {
             let refuse = |reason| Err(MountError::Option { option: option.to_owned(), reason });
@@ -224,10 +230,11 @@ mod tests {
         let o = MountOptions::parse(&["sync,dirsync,noexec", "ro", "rw", "lazytime"]).unwrap();
         assert_eq!(
             o.flags(),
-            MsFlags::MS_SYNCHRONOUS | MsFlags::MS_DIRSYNC | MsFlags::MS_NOEXEC | MsFlags::MS_LAZYTIME
+            VOLUME_DEFAULTS | MsFlags::MS_SYNCHRONOUS | MsFlags::MS_DIRSYNC | MsFlags::MS_NOEXEC | MsFlags::MS_LAZYTIME
         );
         assert_eq!(o.data(), "");
-        assert_eq!(MountOptions::parse::<String>(&[]).unwrap().flags(), MsFlags::empty());
+        assert_eq!(MountOptions::parse::<String>(&[]).unwrap().flags(), VOLUME_DEFAULTS);
+        assert_eq!(MountOptions::parse(&["suid", "dev"]).unwrap().flags(), MsFlags::empty());
     }
 
     #[test]
