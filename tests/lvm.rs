@@ -519,11 +519,18 @@ module = {hostile}
 [[backends]]
 name = "wide"
 module = {hostile}
+[backends.grants]
+http = [{HOSTILE_HTTP}]
 [[backends.grants.commands]]
 program = "{LVM}"
 allow = [["vgs|lvs|lvcreate|lvremove|lvextend|lvchange", "**"]]
 "#,
-        shipped = shipped_lvm_grant(&vg.name),
+        // The hostile component imports wasi:http, which needs a grant to link.
+        shipped = shipped_lvm_grant(&vg.name).replacen(
+            "[backends.grants]\n",
+            &format!("[backends.grants]\nhttp = [{HOSTILE_HTTP}]\n"),
+            1
+        ),
     );
     host.write_config("lvm.toml", &config);
     host.start().await;

@@ -150,7 +150,7 @@ async fn start_with_hostile(extra: &str, args: &[String]) -> Host {
     let module = host.write_hostile();
     let hostile_dir = host.path().join("hostile");
     let config = format!(
-        "{}\n[[backends]]\nname = \"hostile\"\nmodule = {}\n[backends.grants]\ndirectories = [{{ host = {}, guest = \"/data\" }}]\n{extra}",
+        "{}\n[[backends]]\nname = \"hostile\"\nmodule = {}\n[backends.grants]\ndirectories = [{{ host = {}, guest = \"/data\" }}]\nhttp = [{HOSTILE_HTTP}]\n{extra}",
         host.loopfile_toml("victim", "victim", true),
         toml_str(&text(&module)),
         toml_str(&text(&hostile_dir)),
@@ -417,7 +417,7 @@ async fn ungranted_devices_and_suffix_serials_are_refused_before_formatting() {
     // `granted` is the same component with the foreign disk in its devices grant: the
     // control that shows the refusals below are the grant's and the serial rule's doing.
     let granted = format!(
-        "[[backends]]\nname = \"granted\"\nmodule = {}\n[backends.grants]\ndevices = [{}]\n",
+        "[[backends]]\nname = \"granted\"\nmodule = {}\n[backends.grants]\ndevices = [{}]\nhttp = [{HOSTILE_HTTP}]\n",
         toml_str(&text(&scratch.path().join("hostile.wasm"))),
         toml_str(&disk.device),
     );

@@ -18,7 +18,7 @@ fn two_instance_config(host: &mut Host) -> PathBuf {
     let bad_dir = host.path().join("bad");
     std::fs::create_dir_all(&bad_dir).unwrap();
     let text = format!(
-        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ directories = [{{ host = {}, guest = \"/data\" }}] }}\nlimits = {{ deadline_ms = 1000, memory_mib = 32 }}\n",
+        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ directories = [{{ host = {}, guest = \"/data\" }}], http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 1000, memory_mib = 32 }}\n",
         host.loopfile_toml("local", "vols", true),
         toml_str(&hostile.display().to_string()),
         toml_str(&bad_dir.display().to_string()),
@@ -476,7 +476,7 @@ async fn a_saturated_instance_does_not_stall_the_others() {
     let mut host = Host::new();
     let hostile = host.write_hostile();
     let text = format!(
-        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\nlimits = {{ deadline_ms = 5000, concurrency = 1 }}\n",
+        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 5000, concurrency = 1 }}\n",
         host.loopfile_toml("local", "vols", true),
         toml_str(&hostile.display().to_string()),
     );
@@ -506,4 +506,107 @@ async fn a_saturated_instance_does_not_stall_the_others() {
         took < Duration::from_secs(2),
         "a CreateVolume on the healthy instance took {took:?} while the other instance was saturated"
     );
+}
+
+/// `local` (loopfile, default) and `bad` (hostile, 1 s deadline, 2 slots).
+async fn start_with_sleeper() -> Host {
+    let mut host = Host::new();
+    let hostile = host.write_hostile();
+    let text = format!(
+        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 1000, concurrency = 2 }}\n",
+        host.loopfile_toml("local", "vols", true),
+        toml_str(&hostile.display().to_string()),
+    );
+    host.write_config("sleeper.toml", &text);
+    host.start().await;
+    host
+}
+
+/// A guest blocked in a host call (a WASI clock wait) is answered at its deadline, and its
+/// call slot and its name lock are free right then: the same name is not ABORTED
+/// afterwards, and the instance serves `concurrency` calls again.
+#[tokio::test]
+async fn a_sleeping_backend_answers_at_its_deadline_and_frees_its_slot_and_lock() {
+    let host = start_with_sleeper().await;
+    let mut c = host.controller().await;
+    for act in ["sleep", "sleep-forever"] {
+        let started = Instant::now();
+        // The same name both times: the first call's name lock must be gone.
+        let status = expect_code(c.create_volume(misbehave("sleeper", act)).await, Code::DeadlineExceeded, act);
+        let took = started.elapsed();
+        show(act, &status);
+        assert!(status.message().contains("backend bad"), "names the backend: {:?}", status.message());
+        assert!(took >= Duration::from_millis(900), "{act}: answered before the deadline: {took:?}");
+        assert!(took < Duration::from_secs(5), "{act}: the 1 s deadline took {took:?} (the sleep is 10 s or more)");
+    }
+
+    // Both slots sleep forever; meanwhile the healthy instance serves.
+    let channel = host.channel().await;
+    let sleepers: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = csi::controller_client::ControllerClient::new(channel.clone());
+            tokio::spawn(async move { c.create_volume(misbehave(&format!("forever-{i}"), "sleep-forever")).await })
+        })
+        .collect();
+    expect_ok(c.create_volume(create_req("healthy-while-sleeping", 4 * MIB)).await, "local CreateVolume");
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.unwrap().expect_err("a sleeper cannot succeed").code(), Code::DeadlineExceeded);
+    }
+    // And afterwards both slots serve again, and the names the sleepers held are free.
+    let calls: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = csi::controller_client::ControllerClient::new(channel.clone());
+            let request = create_req_with(&format!("forever-{i}"), 4 * MIB, &[("backend", "bad")]);
+            tokio::spawn(async move { c.create_volume(request).await })
+        })
+        .collect();
+    for call in calls {
+        expect_ok(call.await.unwrap(), "bad CreateVolume on a freed slot and name");
+    }
+    still_serving(&host, "sleepers").await;
+}
+
+/// The attack of issue 10: `wasi:http` header objects made in a loop live in host memory.
+/// The call is stopped by the host memory budget (64 MiB by default), and the host process
+/// does not grow beyond it.
+#[tokio::test]
+async fn host_memory_a_backend_makes_the_host_hold_is_bounded() {
+    let host = start_with_sleeper().await;
+    let mut c = host.controller().await;
+    let baseline = peak_rss_mib(&host);
+    for round in 0..3 {
+        let status = expect_code(
+            c.create_volume(misbehave(&format!("fields-{round}"), "http-fields")).await,
+            Code::ResourceExhausted,
+            "misbehave=http-fields",
+        );
+        show("http-fields", &status);
+        assert!(status.message().contains("backend bad"), "names the backend: {:?}", status.message());
+        assert!(status.message().contains("host memory"), "says which limit: {:?}", status.message());
+    }
+    let peak = peak_rss_mib(&host);
+    // Budget 64 MiB, one call at a time; the margin covers allocator slack and the lifted
+    // 64 KiB values in flight. Before the budget, one call grew the host by 470 MiB.
+    assert!(peak < baseline + 64 + 96, "host peak RSS grew from {baseline} MiB to {peak} MiB");
+    still_serving(&host, "http-fields").await;
+}
+
+/// Peak resident memory of the host process (VmHWM), in MiB.
+fn peak_rss_mib(host: &Host) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() >> 10
+}
+
+/// A 50 MB error message with control characters reaches the CO cut to about 1 KiB and
+/// escaped, with the backend's own code.
+#[tokio::test]
+async fn huge_backend_errors_are_cut_and_escaped() {
+    let host = start_with_sleeper().await;
+    let mut c = host.controller().await;
+    let status = expect_code(c.create_volume(misbehave("huge", "huge-error")).await, Code::Internal, "huge-error");
+    let message = status.message();
+    assert!(message.len() < 1300, "{} bytes reached the CO", message.len());
+    assert!(message.contains("\\u{1b}[2J\\nforged log line"), "control characters escaped: {message:?}");
+    assert!(!message.chars().any(char::is_control), "{message:?}");
 }

@@ -343,7 +343,7 @@ async fn sigterm_lets_in_flight_calls_finish() {
     let mut host = Host::new();
     let hostile = host.write_hostile();
     let text = format!(
-        "{}\n[[backends]]\nname = \"slow\"\nmodule = {}\nlimits = {{ deadline_ms = 2000 }}\n",
+        "{}\n[[backends]]\nname = \"slow\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 2000 }}\n",
         host.loopfile_toml("local", "vols", true),
         toml_str(&hostile.display().to_string()),
     );
@@ -388,4 +388,46 @@ async fn sigterm_lets_in_flight_calls_finish() {
     assert!(status.success(), "exit after draining: {status}; log:\n{}", host.log());
     assert!(!host.socket.exists(), "the socket is removed after draining");
     drop(idle);
+}
+
+/// A `validate-settings` that never returns fails start-up at the instance's deadline,
+/// naming the instance, instead of hanging the host.
+#[tokio::test]
+async fn a_hanging_validate_settings_fails_startup_naming_the_instance() {
+    let started = std::time::Instant::now();
+    expect_config_error(
+        "hang.toml",
+        |host| {
+            format!(
+                "[[backends]]\nname = \"hangs\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 1000 }}\nsettings = {{ validate = \"sleep\" }}\n",
+                toml_str(&host.write_hostile().display().to_string()),
+            )
+        },
+        &["hangs", "did not answer within its 1000 ms deadline"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(30), "start-up took {took:?} to fail");
+}
+
+/// A module path that is not a regular file, or is far too large, is refused before it is
+/// read.
+#[tokio::test]
+async fn module_files_must_be_regular_files_of_bounded_size() {
+    expect_config_error(
+        "zero.toml",
+        |_| "[[backends]]\nname = \"zero\"\nmodule = \"/dev/zero\"\n".to_string(),
+        &["zero", "/dev/zero", "not a regular file"],
+    )
+    .await;
+    expect_config_error(
+        "sparse.toml",
+        |host| {
+            let path = host.path().join("sparse.wasm");
+            std::fs::File::create(&path).unwrap().set_len(3 << 30).unwrap();
+            format!("[[backends]]\nname = \"sparse\"\nmodule = {}\n", toml_str(&path.display().to_string()))
+        },
+        &["sparse", "3221225472 bytes", "more than the 256 MiB"],
+    )
+    .await;
 }

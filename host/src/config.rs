@@ -243,6 +243,10 @@ pub struct LimitsConfig {
     /// Cap on captured stdout/stderr of one granted command, in KiB.
     #[serde(default = "default_output_kib")]
     pub output_kib: usize,
+    /// Host memory one call may make the host hold on its behalf (resource handles,
+    /// `wasi:http` fields and bodies, command output, log lines), in MiB.
+    #[serde(default = "default_host_memory_mib")]
+    pub host_memory_mib: u64,
 }
 
 fn default_memory_mib() -> u64 {
@@ -257,6 +261,9 @@ fn default_concurrency() -> usize {
 fn default_output_kib() -> usize {
     1024
 }
+fn default_host_memory_mib() -> u64 {
+    64
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -265,6 +272,7 @@ impl Default for LimitsConfig {
             deadline_ms: default_deadline_ms(),
             concurrency: default_concurrency(),
             output_kib: default_output_kib(),
+            host_memory_mib: default_host_memory_mib(),
         }
     }
 }
@@ -354,8 +362,9 @@ impl Config {
                 return Err(format!("backend name {:?} is used twice", b.name));
             }
             let at = |msg: String| format!("backend {:?}: {msg}", b.name);
-            if b.limits.memory_mib == 0 || b.limits.deadline_ms == 0 || b.limits.concurrency == 0 {
-                return Err(at("limits memory_mib, deadline_ms and concurrency must be > 0".into()));
+            let limits = &b.limits;
+            if [limits.memory_mib, limits.deadline_ms, limits.concurrency as u64, limits.host_memory_mib].contains(&0) {
+                return Err(at("limits memory_mib, host_memory_mib, deadline_ms and concurrency must be > 0".into()));
             }
             if b.limits.concurrency > MAX_CONCURRENCY || b.limits.memory_mib > MAX_MEMORY_MIB {
                 return Err(at(format!(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmcsi::config::Config;
-use wasmcsi::csi::{Backends, Driver, NodeSettings};
+use wasmcsi::csi::names::NameIndex;
+use wasmcsi::csi::{Backends, Driver, NODE_TOPOLOGY_DEADLINE, NodeSettings};
 use wasmcsi::node::paths::PathRoots;
 use wasmcsi::runtime::Runtime;
 use wasmcsi::server::{self, Mode};
@@ -126,7 +127,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         distributed: args.distributed,
         path_roots,
     };
-    let driver = Arc::new(Driver::new(args.driver_name, node_id, Backends::new(backends, default.as_deref()), node));
+    let names_dir = std::path::absolute(args.data_dir.join("names"))?;
+    let names = tokio::task::spawn_blocking(move || NameIndex::open(&names_dir)).await??;
+    let backends = Backends::new(backends, default.as_deref());
+    let driver = Driver::start(args.driver_name, node_id, backends, node, names, NODE_TOPOLOGY_DEADLINE).await?;
+    let driver = Arc::new(driver);
 
     let endpoint = args.endpoint.unwrap_or_else(|| format!("unix://{}", args.data_dir.join("csi.sock").display()));
     let path = server::socket_path(&endpoint)?;

@@ -1,6 +1,12 @@
 //! Serves the CSI services on a unix socket: removes a stale socket (refusing to steal a
-//! live one), sets the socket's mode, and shuts down gracefully on SIGTERM/SIGINT, letting
-//! in-flight calls finish.
+//! live one), sets the socket's mode, accepts connections under the bounds of
+//! [`connections`] (backing off when accept fails, e.g. at the open-file limit, instead of
+//! spinning), and shuts down gracefully on SIGTERM/SIGINT, letting in-flight calls finish.
+//!
+//! The accept loop is our own (hyper's HTTP/2 server over tonic's routes) so that every
+//! connection and stream is bounded and timed.
+
+pub mod connections;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -12,10 +18,17 @@ use csi_proto::v1::{
     identity_server::IdentityServer, node_server::NodeServer,
 };
 use nix::sys::stat::{Mode as Permissions, umask};
+use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio::sync::watch;
+use tonic::service::Routes;
 
 use crate::csi::{ControllerService, Driver, GroupControllerService, IdentityService, NodeService};
+use connections::{Connections, LIMITS};
+
+/// Pause after a failed accept, doubling up to the maximum while accept keeps failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Which CSI services this process serves (Identity is always served).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,21 +85,53 @@ pub async fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight calls and removes the socket.
 pub async fn serve(driver: Arc<Driver>, listener: UnixListener, path: &Path, mode: Mode) -> anyhow::Result<()> {
-    let mut router = tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(IdentityService::new(driver.clone(), mode.controller())));
+    let routes = routes(&driver, mode);
+    tracing::info!(socket = %path.display(), ?mode, driver = %driver.name, node = %driver.node_id, "serving CSI");
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = Connections::new(LIMITS);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut signal => break,
+            _ = connections.reap() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                connections.admit(stream, routes.clone(), stopped.clone());
+            }
+            Err(e) => {
+                // At the open-file limit an idle connection's descriptor is the one to give up.
+                let evicted = connections.evict_idle();
+                tracing::warn!(evicted, "accept failed; retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    connections.drain().await;
+    let _ = std::fs::remove_file(path);
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// The gRPC services of `mode`, routed by path.
+fn routes(driver: &Arc<Driver>, mode: Mode) -> Routes {
+    let mut routes = Routes::new(IdentityServer::new(IdentityService::new(driver.clone(), mode.controller())));
     if mode.controller() {
-        router = router
+        routes = routes
             .add_service(ControllerServer::new(ControllerService::new(driver.clone())))
             .add_service(GroupControllerServer::new(GroupControllerService));
     }
     if mode.node() {
-        router = router.add_service(NodeServer::new(NodeService::new(driver.clone())));
+        routes = routes.add_service(NodeServer::new(NodeService::new(driver.clone())));
     }
-    tracing::info!(socket = %path.display(), ?mode, driver = %driver.name, node = %driver.node_id, "serving CSI");
-    router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal()).await?;
-    let _ = std::fs::remove_file(path);
-    tracing::info!("shut down");
-    Ok(())
+    routes.prepare()
 }
 
 async fn shutdown_signal() {

@@ -38,6 +38,9 @@ pub const NODE_ID: &str = "test-node";
 pub const DRIVER: &str = "wasmcsi.dev";
 /// Topology key of node-local volumes under the default driver name.
 pub const NODE_TOPOLOGY_KEY: &str = "topology.wasmcsi.dev/node";
+/// The `http` grant (a TOML string) for instances of the hostile component: it imports
+/// `wasi:http`, linked only with a grant. Nothing listens on the discard port.
+pub const HOSTILE_HTTP: &str = "\"http://127.0.0.1:9\"";
 
 pub const KIB: i64 = 1 << 10;
 pub const MIB: i64 = 1 << 20;
@@ -347,7 +350,8 @@ impl Host {
         path
     }
 
-    /// Writes the bundled hostile component to `<tmp>/hostile.wasm`.
+    /// Writes the bundled hostile component to `<tmp>/hostile.wasm`. It imports `wasi:http`
+    /// (for its `http-fields` act), so its instances need an `http` grant: [`HOSTILE_HTTP`].
     pub fn write_hostile(&self) -> PathBuf {
         self.write_file("hostile.wasm", backend_bundle::HOSTILE)
     }

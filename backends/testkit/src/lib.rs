@@ -5,7 +5,7 @@
 //! `cargo test`, without root, without the tools it drives and without a network.
 //!
 //! ```no_run
-//! use backend_testkit::{TestHost, ok, volume_request};
+//! use backend_testkit::{Secrets, TestHost, ok, volume_request};
 //!
 //! let kit = TestHost::builder(backend_bundle::LOOPFILE)
 //!     .granted_dir("/data")
@@ -17,12 +17,13 @@
 //! let volume = kit.create_volume(volume_request("pvc-1", 1 << 20, 0)).unwrap();
 //! let file = kit.host_dir("/data").join("volumes").join(&volume.id);
 //! let capacity = kit.get_capacity(vec![], vec![], None).unwrap();
-//! // The raw bindings, for what the typed methods do not cover:
-//! let page = kit.call(|g, s| g.call_list_volumes(s, 0, "")).unwrap();
+//! // The host's own client, for what the typed methods do not cover (secrets, say):
+//! let page = kit.block_on(kit.backend().list_volumes(Secrets::default(), 0, "")).unwrap();
 //! ```
 //!
-//! Each export has a typed method (`create_volume`, `list_snapshots`, …); [`TestHost::call`]
-//! reaches the raw bindings. Every call runs in a fresh instance, exactly as in the host.
+//! Each export has a typed method (`create_volume`, `list_snapshots`, …); [`TestHost::backend`]
+//! is the host's own client of the instance. Every call runs in a fresh instance under the
+//! instance's deadline, exactly as in the host.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,9 +44,8 @@ pub use wasmcsi::runtime::EPOCH_TICK;
 pub use wasmcsi::runtime::csi::backend::types;
 pub use wasmcsi::runtime::http::HttpError;
 pub use wasmcsi::runtime::{
-    AccessMode, AccessType, BackendError, BackendInfo, CallError, CallState, CapacityRange, ContentSource,
-    CreateVolumeRequest, Device, Features, Guest, LoadError, MountAccess, Secrets, Snapshot, Store, Volume,
-    VolumeCapability,
+    AccessMode, AccessType, BackendError, BackendInfo, CallError, CapacityRange, ContentSource, CreateVolumeRequest,
+    Device, Exhausted, Features, LoadError, MountAccess, Secrets, Snapshot, Volume, VolumeCapability,
 };
 
 /// A backend's string pairs: parameters, contexts, settings.
@@ -298,13 +298,17 @@ impl Builder {
         let mut runtime = Runtime::new(&shared_cache_dir(), exec.clone(), config.limits.concurrency as u32)
             .expect("start the wasm runtime");
         runtime.set_http_sender(http.clone());
+        // A worker thread of its own drives timers and I/O while a call blocks this thread
+        // (the load) or a blocking thread (every later call), as in the host.
+        let tokio =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("start tokio");
         let backend = {
             // One load at a time per process: parallel tests would otherwise all compile the
             // same component at once, and race on the cache's temporary file.
             let _one_at_a_time = LOADING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _in_tokio = tokio.enter();
             runtime.load_bytes(&config, &self.wasm, &self.node_id)?
         };
-        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("start tokio");
         Ok(TestHost { backend, exec, http, directories, tokio, _temp: temp })
     }
 }
@@ -372,45 +376,35 @@ impl TestHost {
         &self.http
     }
 
-    /// Calls one backend export in a fresh instance, exactly as the host does.
-    pub fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
-    ) -> Result<R, CallError> {
-        self.call_with_secrets(Secrets::default(), f)
+    /// The loaded instance, for calls the typed methods do not cover (other secrets, say);
+    /// run its futures with [`TestHost::block_on`].
+    pub fn backend(&self) -> &wasmcsi::runtime::Backend {
+        &self.backend
     }
 
-    /// Like [`TestHost::call`], with a CSI `secrets` map visible through `host.secret`.
-    pub fn call_with_secrets<R: Send + 'static>(
-        &self,
-        secrets: Secrets,
-        f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
-    ) -> Result<R, CallError> {
-        self.tokio.block_on(self.backend.call(secrets, (), f))
+    /// Runs a future of [`TestHost::backend`] to completion.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.tokio.block_on(future)
     }
 
     pub fn create_volume(&self, request: CreateVolumeRequest) -> Result<Volume, CallError> {
-        self.call(move |g, s| g.call_create_volume(s, &request))
+        self.block_on(self.backend.create_volume(Secrets::default(), (), request))
     }
 
     pub fn find_volume(&self, name: &str) -> Result<Option<Volume>, CallError> {
-        let name = name.to_owned();
-        self.call(move |g, s| g.call_find_volume(s, &name))
+        self.block_on(self.backend.find_volume(Secrets::default(), name))
     }
 
     pub fn delete_volume(&self, volume_id: &str) -> Result<(), CallError> {
-        let id = volume_id.to_owned();
-        self.call(move |g, s| g.call_delete_volume(s, &id))
+        self.block_on(self.backend.delete_volume(Secrets::default(), (), volume_id))
     }
 
     pub fn get_volume(&self, volume_id: &str) -> Result<Volume, CallError> {
-        let id = volume_id.to_owned();
-        self.call(move |g, s| g.call_get_volume(s, &id))
+        self.block_on(self.backend.get_volume(Secrets::default(), volume_id))
     }
 
     pub fn list_volumes(&self, max_entries: u32, starting_token: &str) -> Result<VolumePage, CallError> {
-        let token = starting_token.to_owned();
-        self.call(move |g, s| g.call_list_volumes(s, max_entries, &token))
+        self.block_on(self.backend.list_volumes(Secrets::default(), max_entries, starting_token))
     }
 
     pub fn get_capacity(
@@ -419,7 +413,7 @@ impl TestHost {
         parameters: Params,
         topology: Option<Params>,
     ) -> Result<Capacity, CallError> {
-        self.call(move |g, s| g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref()))
+        self.block_on(self.backend.get_capacity(Secrets::default(), capabilities, parameters, topology))
     }
 
     pub fn expand_volume(
@@ -428,13 +422,12 @@ impl TestHost {
         required_bytes: u64,
         limit_bytes: u64,
     ) -> Result<Expansion, CallError> {
-        let id = volume_id.to_owned();
-        self.call(move |g, s| g.call_expand_volume(s, &id, CapacityRange { required_bytes, limit_bytes }))
+        let capacity = CapacityRange { required_bytes, limit_bytes };
+        self.block_on(self.backend.expand_volume(Secrets::default(), (), volume_id, capacity))
     }
 
     pub fn modify_volume(&self, volume_id: &str, mutable_parameters: Params) -> Result<(), CallError> {
-        let id = volume_id.to_owned();
-        self.call(move |g, s| g.call_modify_volume(s, &id, &mutable_parameters))
+        self.block_on(self.backend.modify_volume(Secrets::default(), (), volume_id, mutable_parameters))
     }
 
     pub fn create_snapshot(
@@ -443,18 +436,15 @@ impl TestHost {
         name: &str,
         parameters: Params,
     ) -> Result<Snapshot, CallError> {
-        let (source, name) = (source_volume_id.to_owned(), name.to_owned());
-        self.call(move |g, s| g.call_create_snapshot(s, &source, &name, &parameters))
+        self.block_on(self.backend.create_snapshot(Secrets::default(), (), source_volume_id, name, parameters))
     }
 
     pub fn find_snapshot(&self, name: &str) -> Result<Option<Snapshot>, CallError> {
-        let name = name.to_owned();
-        self.call(move |g, s| g.call_find_snapshot(s, &name))
+        self.block_on(self.backend.find_snapshot(Secrets::default(), name))
     }
 
     pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CallError> {
-        let id = snapshot_id.to_owned();
-        self.call(move |g, s| g.call_delete_snapshot(s, &id))
+        self.block_on(self.backend.delete_snapshot(Secrets::default(), (), snapshot_id))
     }
 
     /// Empty filters are unset; `max_entries` 0 means no limit.
@@ -465,8 +455,8 @@ impl TestHost {
         max_entries: u32,
         starting_token: &str,
     ) -> Result<SnapshotPage, CallError> {
-        let (id, source, token) = (snapshot_id.to_owned(), source_volume_id.to_owned(), starting_token.to_owned());
-        self.call(move |g, s| g.call_list_snapshots(s, &id, &source, max_entries, &token))
+        let secrets = Secrets::default();
+        self.block_on(self.backend.list_snapshots(secrets, snapshot_id, source_volume_id, max_entries, starting_token))
     }
 
     pub fn controller_publish(
@@ -477,13 +467,20 @@ impl TestHost {
         readonly: bool,
         volume_context: Params,
     ) -> Result<Params, CallError> {
-        let (id, node) = (volume_id.to_owned(), node_id.to_owned());
-        self.call(move |g, s| g.call_controller_publish(s, &id, &node, &capability, readonly, &volume_context))
+        let secrets = Secrets::default();
+        self.block_on(self.backend.controller_publish(
+            secrets,
+            (),
+            volume_id,
+            node_id,
+            capability,
+            readonly,
+            volume_context,
+        ))
     }
 
     pub fn controller_unpublish(&self, volume_id: &str, node_id: &str) -> Result<(), CallError> {
-        let (id, node) = (volume_id.to_owned(), node_id.to_owned());
-        self.call(move |g, s| g.call_controller_unpublish(s, &id, &node))
+        self.block_on(self.backend.controller_unpublish(Secrets::default(), (), volume_id, node_id))
     }
 
     pub fn node_device(
@@ -492,12 +489,11 @@ impl TestHost {
         volume_context: Params,
         publish_context: Params,
     ) -> Result<Device, CallError> {
-        let id = volume_id.to_owned();
-        self.call(move |g, s| g.call_node_device(s, &id, &volume_context, &publish_context))
+        self.block_on(self.backend.node_device(Secrets::default(), volume_id, volume_context, publish_context))
     }
 
     pub fn node_topology(&self) -> Result<Params, CallError> {
-        self.call(|g, s| g.call_node_topology(s))
+        self.block_on(self.backend.node_topology(Secrets::default()))
     }
 }
 

@@ -83,33 +83,28 @@ fn block() -> VolumeCapability {
 
 impl Ec2Kit {
     fn create(&self, request: CreateVolumeRequest) -> Result<Volume, CallError> {
-        self.kit.call_with_secrets(secrets(), move |g, s| g.call_create_volume(s, &request))
+        self.kit.block_on(self.kit.backend().create_volume(secrets(), (), request))
     }
 
     fn get(&self, volume_id: &str) -> Result<Volume, CallError> {
-        let id = volume_id.to_owned();
-        self.kit.call_with_secrets(secrets(), move |g, s| g.call_get_volume(s, &id))
+        self.kit.block_on(self.kit.backend().get_volume(secrets(), volume_id))
     }
 
     fn delete(&self, volume_id: &str) -> Result<(), CallError> {
-        let id = volume_id.to_owned();
-        self.kit.call_with_secrets(secrets(), move |g, s| g.call_delete_volume(s, &id))
+        self.kit.block_on(self.kit.backend().delete_volume(secrets(), (), volume_id))
     }
 
     fn publish(&self, volume_id: &str, node_id: &str) -> Result<Params, CallError> {
-        let (id, node) = (volume_id.to_owned(), node_id.to_owned());
-        self.kit.call_with_secrets(secrets(), move |g, s| {
-            g.call_controller_publish(s, &id, &node, &block(), false, &Vec::new())
-        })
+        let publish = self.kit.backend().controller_publish(secrets(), (), volume_id, node_id, block(), false, vec![]);
+        self.kit.block_on(publish)
     }
 
     fn unpublish(&self, volume_id: &str, node_id: &str) -> Result<(), CallError> {
-        let (id, node) = (volume_id.to_owned(), node_id.to_owned());
-        self.kit.call_with_secrets(secrets(), move |g, s| g.call_controller_unpublish(s, &id, &node))
+        self.kit.block_on(self.kit.backend().controller_unpublish(secrets(), (), volume_id, node_id))
     }
 
     fn node_topology(&self) -> Result<Params, CallError> {
-        self.kit.call_with_secrets(secrets(), |g, s| g.call_node_topology(s))
+        self.kit.block_on(self.kit.backend().node_topology(secrets()))
     }
 
     /// Every request reached the fake as sent (none lost between the testkit and the fake),
@@ -271,7 +266,7 @@ fn missing_credentials_are_named_and_nothing_is_sent() {
 fn credential_failures_are_failed_precondition_without_credentials() {
     let cloud = start(|b| b);
     let wrong = secrets_of(ACCESS_KEY_ID, "not-the-secret-access-key-0000000000000000", Some(SESSION_TOKEN));
-    let error = failure(cloud.kit.call_with_secrets(wrong, |g, s| g.call_get_volume(s, "vol-0123456789abcdef0")));
+    let error = failure(cloud.kit.block_on(cloud.kit.backend().get_volume(wrong, "vol-0123456789abcdef0")));
     assert!(matches!(&error, BackendError::FailedPrecondition(m) if m.contains("SignatureDoesNotMatch")), "{error:?}");
     assert_eq!(cloud.ec2.bad_signatures(), 1);
     // Not retried: a refused signature does not pass on a second try.

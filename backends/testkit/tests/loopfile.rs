@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backend_testkit::{
     AccessMode, AccessType, BackendError, Builder, CallError, ContentSource, CreateVolumeRequest, Device, EPOCH_TICK,
-    ExecCall, Features, LimitsConfig, TestHost, Volume, backend_error, fail, volume_request,
+    ExecCall, Exhausted, Features, LimitsConfig, TestHost, Volume, backend_error, fail, volume_request,
 };
 
 const KIB: u64 = 1 << 10;
@@ -828,7 +828,8 @@ fn unimplemented_calls_say_so() {
 // The testkit's sandbox plumbing, with the hostile component
 
 fn hostile() -> Builder {
-    TestHost::builder(backend_bundle::HOSTILE)
+    // The component imports wasi:http, which is linked only with an http grant.
+    TestHost::builder(backend_bundle::HOSTILE).http_origin("http://127.0.0.1:9")
 }
 
 fn misbehave(kit: &TestHost, act: &str) -> Result<Volume, CallError> {
@@ -915,7 +916,9 @@ fn a_memory_hog_is_out_of_memory() {
     let limits = LimitsConfig { memory_mib: 16, ..LimitsConfig::default() };
     let kit = hostile().limits(limits).build().unwrap();
     match misbehave(&kit, "oom") {
-        Err(CallError::OutOfMemory { backend }) => assert_eq!(backend, "test"),
+        Err(CallError::OutOfMemory { backend, limit }) => {
+            assert_eq!((backend.as_str(), limit), ("test", Exhausted::GuestMemory))
+        }
         other => panic!("expected out-of-memory, got {other:?}"),
     }
     assert_still_serves(&kit);

@@ -14,10 +14,11 @@ use csi_proto::v1 as csi;
 use tonic::{Request, Response, Status};
 
 use super::backends::Backends;
+use super::names::{self, Kind};
 use super::{Driver, convert, inbound, validate};
 use crate::runtime::{
-    Backend, BackendError, CallError, CallState, ContentSource, CreateVolumeRequest, Expansion, Features, Guest,
-    Secrets, Store, TopologyRequirement,
+    Backend, BackendError, CallError, ContentSource, CreateVolumeRequest, Expansion, Features, Secrets,
+    TopologyRequirement,
 };
 
 pub struct ControllerService {
@@ -48,7 +49,7 @@ impl ControllerService {
             return Ok(());
         }
         let local = local.to_owned();
-        match backend.call(Secrets::default(), (), move |g, s| g.call_get_volume(s, &local)).await {
+        match backend.get_volume(Secrets::default(), &local).await {
             Ok(_) => Ok(()),
             Err(CallError::Backend { error: BackendError::NotFound(_), .. }) => {
                 Err(Status::not_found(format!("volume {volume_id} does not exist")))
@@ -94,35 +95,57 @@ impl ControllerService {
         })
     }
 
-    /// CSI names are unique across the plugin, and ids carry their instance: a name that
-    /// another instance already used is ALREADY_EXISTS rather than a second object.
-    /// Isolation comes first: an instance that is saturated or failing is skipped (and
-    /// logged) instead of stalling or failing creates on the healthy ones.
-    async fn ensure_name_unused(
-        &self,
-        chosen: &Backend,
-        what: &str,
-        name: &str,
-        find: FindByName,
-    ) -> Result<(), Status> {
-        for other in self.backends().iter().filter(|b| b.name() != chosen.name()) {
-            let owned = name.to_owned();
-            match other.try_call(move |g, s| find(g, s, &owned)).await {
-                Some(Ok(Some(local))) => {
-                    return Err(Status::already_exists(format!(
-                        "{what} name {name:?} is already used by {} of backend {}",
-                        convert::qualified(other, what, &local)?,
-                        other.name()
-                    )));
-                }
-                Some(Ok(None)) => {}
-                Some(Err(e)) => {
-                    tracing::warn!(backend = other.name(), "{what} name lookup failed, not checked there: {e}")
-                }
-                None => tracing::warn!(backend = other.name(), "{what} name lookup skipped: every call slot is busy"),
+    /// CSI names are unique across the plugin, and ids carry their instance: a name is
+    /// claimed in the host's index for the chosen instance before it creates (same
+    /// instance: the backend's own idempotency decides). A name another instance claimed is
+    /// ALREADY_EXISTS, unless that owner itself answers that it holds no such object (its
+    /// create failed or the object is gone): then the claim passes on. No other backend is
+    /// asked, trusted or waited for.
+    async fn claim_name(&self, chosen: &Backend, kind: Kind, name: &str, find: FindByName) -> Result<(), Status> {
+        let names = &self.driver.names;
+        let (n, instance) = (name.to_owned(), chosen.name().to_owned());
+        let Some(owner) = names::blocking(names, move |index| index.claim(kind, &n, &instance)).await? else {
+            return Ok(());
+        };
+        let what = kind.noun();
+        let Some(owner_backend) = self.backends().by_name(&owner) else {
+            return Err(Status::already_exists(format!(
+                "{what} name {name:?} belongs to backend {owner}, which is not loaded"
+            )));
+        };
+        match find(owner_backend, name).await {
+            Ok(Some(local)) => Err(Status::already_exists(format!(
+                "{what} name {name:?} is already used by {} of backend {owner}",
+                convert::qualified(owner_backend, what, &local)?
+            ))),
+            Ok(None) => {
+                tracing::info!(backend = chosen.name(), previous = %owner, %name, "{what} name claim passes on: its owner holds no such {what}");
+                let (n, instance) = (name.to_owned(), chosen.name().to_owned());
+                names::blocking(names, move |index| index.take_over(kind, &n, &instance)).await
             }
+            Err(e) => Err(Status::unavailable(format!(
+                "{what} name {name:?} was claimed by backend {owner}, which could not say whether it holds it: {e}"
+            ))),
         }
-        Ok(())
+    }
+
+    /// Remembers which name a new object was created under, so its delete frees the name.
+    /// A failure only leaves the claim behind (resolved by its owner later): logged.
+    async fn record_name(&self, kind: Kind, id: &str, name: &str) {
+        let (id, name) = (id.to_owned(), name.to_owned());
+        let what = kind.noun();
+        if let Err(e) = names::blocking(&self.driver.names, move |index| index.record(kind, &id, &name)).await {
+            tracing::warn!("{what} name not linked to its id: {}", e.message());
+        }
+    }
+
+    /// Frees the name a deleted object was created under (see [`Self::record_name`]).
+    async fn release_name(&self, kind: Kind, id: &str, backend: &Backend) {
+        let (id, instance) = (id.to_owned(), backend.name().to_owned());
+        let what = kind.noun();
+        if let Err(e) = names::blocking(&self.driver.names, move |index| index.release(kind, &id, &instance)).await {
+            tracing::warn!(backend = backend.name(), "{what} name claim not released: {}", e.message());
+        }
     }
 
     /// For node-local backends: RESOURCE_EXHAUSTED unless this node satisfies the requisite
@@ -143,15 +166,22 @@ impl ControllerService {
     }
 }
 
-/// Looks a name up in one backend, answering the backend-local id it names.
-type FindByName = fn(&Guest, &mut Store<CallState>, &str) -> wasmtime::Result<Result<Option<String>, BackendError>>;
+/// Looks a name up in its owning backend, answering the backend-local id it names.
+type FindByName = for<'a> fn(&'a Backend, &'a str) -> Pin<Box<dyn Future<Output = Found> + Send + 'a>>;
+type Found = Result<Option<String>, CallError>;
 
 /// One backend's page: its entries and its next token.
 type PageFuture<T> = Pin<Box<dyn Future<Output = Result<(Vec<T>, String), Status>> + Send>>;
 
 /// Pages through the listing backends in config order. The token is
 /// `<instance>:<backend token>`; a token naming no listing backend is ABORTED.
-async fn paginate<T>(
+///
+/// A backend is never asked for more than [`convert::PAGE_ENTRIES`] (the CO's max_entries
+/// when smaller, the room left when the answer already holds entries); a page with more
+/// entries than asked is INTERNAL, and so is one page over [`convert::PAGE_BYTES`]. A page
+/// that would take the whole answer over that size is left for the next call: the answer
+/// ends with the token that fetched it.
+async fn paginate<T: prost::Message>(
     listers: &[&Arc<Backend>],
     max_entries: u32,
     starting_token: &str,
@@ -167,20 +197,36 @@ async fn paginate<T>(
                 Status::aborted(format!("starting_token {starting_token:?} was not issued by this plugin"))
             })?
     };
-    let mut entries = Vec::new();
+    let limit = if max_entries == 0 { convert::PAGE_ENTRIES } else { max_entries.min(convert::PAGE_ENTRIES) };
+    let (mut entries, mut bytes) = (Vec::new(), 0);
     while index < listers.len() {
         let backend = listers[index];
-        let room = if max_entries == 0 { 0 } else { max_entries - entries.len() as u32 };
-        let (page, next) = fetch(backend.clone(), room, std::mem::take(&mut token)).await?;
-        if room != 0 && page.len() > room as usize {
-            return Err(super::status::bad_answer(backend.name(), "more entries than asked for"));
+        let room = limit - entries.len() as u32;
+        let (page, next) = fetch(backend.clone(), room, token.clone()).await?;
+        if page.len() > room as usize {
+            return Err(super::status::bad_answer(
+                backend.name(),
+                format!("{} entries where {room} were asked for", page.len()),
+            ));
         }
+        let page_bytes: usize = page.iter().map(|e| e.encoded_len()).sum();
+        if page_bytes > convert::PAGE_BYTES {
+            return Err(super::status::bad_answer(
+                backend.name(),
+                format!("a page of {page_bytes} bytes, more than the {} allowed", convert::PAGE_BYTES),
+            ));
+        }
+        if bytes + page_bytes > convert::PAGE_BYTES {
+            return Ok((entries, convert::next_token(backend, &token)?));
+        }
+        bytes += page_bytes;
         entries.extend(page);
         if !next.is_empty() {
-            return Ok((entries, format!("{}:{next}", backend.name())));
+            return Ok((entries, convert::next_token(backend, &next)?));
         }
         index += 1;
-        if max_entries != 0 && entries.len() == max_entries as usize {
+        token.clear();
+        if entries.len() == limit as usize {
             let next = listers.get(index).map(|b| format!("{}:", b.name())).unwrap_or_default();
             return Ok((entries, next));
         }
@@ -216,8 +262,8 @@ impl Controller for ControllerService {
             None => {}
         }
         let guard = self.driver.locks.try_lock(keys)?;
-        self.ensure_name_unused(backend, "volume", &req.name, |g, s, name| {
-            g.call_find_volume(s, name).map(|found| found.map(|v| v.map(|v| v.id)))
+        self.claim_name(backend, Kind::Volume, &req.name, |owner, name| {
+            Box::pin(async move { owner.find_volume(Secrets::default(), name).await.map(|v| v.map(|v| v.id)) })
         })
         .await?;
         let wit_request = CreateVolumeRequest {
@@ -232,9 +278,10 @@ impl Controller for ControllerService {
                 preferred: t.preferred.iter().map(|s| convert::pairs(&s.segments)).collect(),
             }),
         };
-        let volume =
-            backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_create_volume(s, &wit_request)).await?;
-        let mut volume = convert::volume(backend, &volume, self.driver.node_topology(backend).as_deref())?;
+        let volume = backend.create_volume(Secrets::from(&req.secrets), guard, wit_request).await?;
+        let mut volume =
+            convert::created_volume(backend, &volume, capacity, self.driver.node_topology(backend).as_deref())?;
+        self.record_name(Kind::Volume, &volume.volume_id, &req.name).await;
         if volume.content_source.is_none() {
             volume.content_source = req.volume_content_source.clone();
         }
@@ -254,7 +301,8 @@ impl Controller for ControllerService {
         };
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let local = local.to_owned();
-        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_delete_volume(s, &local)).await?;
+        backend.delete_volume(Secrets::from(&req.secrets), guard, &local).await?;
+        self.release_name(Kind::Volume, &req.volume_id, backend).await;
         tracing::info!(backend = backend.name(), volume_id = %req.volume_id, "volume deleted");
         Ok(Response::new(csi::DeleteVolumeResponse {}))
     }
@@ -291,12 +339,10 @@ impl Controller for ControllerService {
         let (local, node, readonly, context) =
             (local.to_owned(), req.node_id.clone(), req.readonly, convert::pairs(&req.volume_context));
         let publish_context = backend
-            .call(Secrets::from(&req.secrets), guard, move |g, s| {
-                g.call_controller_publish(s, &local, &node, &capability, readonly, &context)
-            })
+            .controller_publish(Secrets::from(&req.secrets), guard, &local, &node, capability, readonly, context)
             .await?;
         Ok(Response::new(csi::ControllerPublishVolumeResponse {
-            publish_context: publish_context.into_iter().collect(),
+            publish_context: convert::context(backend, "publish context", &publish_context)?,
         }))
     }
 
@@ -316,9 +362,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, node) = (local.to_owned(), req.node_id.clone());
-        backend
-            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_controller_unpublish(s, &local, &node))
-            .await?;
+        backend.controller_unpublish(Secrets::from(&req.secrets), guard, &local, &node).await?;
         Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}))
     }
 
@@ -361,8 +405,7 @@ impl Controller for ControllerService {
         let (entries, next_token) = paginate(&listers, max, &req.starting_token, |backend, room, token| {
             let driver = self.driver.clone();
             Box::pin(async move {
-                let page =
-                    backend.call(Secrets::default(), (), move |g, s| g.call_list_volumes(s, room, &token)).await?;
+                let page = backend.list_volumes(Secrets::default(), room, &token).await?;
                 let topology = driver.node_topology(&backend);
                 let volumes = page
                     .entries
@@ -405,11 +448,7 @@ impl Controller for ControllerService {
             return Ok(none);
         }
         let topology = req.accessible_topology.as_ref().map(|t| convert::pairs(&t.segments));
-        let capacity = backend
-            .call(Secrets::default(), (), move |g, s| {
-                g.call_get_capacity(s, &capabilities, &parameters, topology.as_ref())
-            })
-            .await?;
+        let capacity = backend.get_capacity(Secrets::default(), capabilities, parameters, topology).await?;
         let bytes = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Ok(Response::new(csi::GetCapacityResponse {
             available_capacity: bytes(capacity.available_bytes),
@@ -476,15 +515,14 @@ impl Controller for ControllerService {
             .driver
             .locks
             .try_lock(vec![format!("snapshot-name:{}", req.name), format!("volume:{}", req.source_volume_id)])?;
-        self.ensure_name_unused(backend, "snapshot", &req.name, |g, s, name| {
-            g.call_find_snapshot(s, name).map(|found| found.map(|snap| snap.map(|snap| snap.id)))
+        self.claim_name(backend, Kind::Snapshot, &req.name, |owner, name| {
+            Box::pin(async move { owner.find_snapshot(Secrets::default(), name).await.map(|s| s.map(|s| s.id)) })
         })
         .await?;
         let (local, name, parameters) = (local.to_owned(), req.name.clone(), convert::pairs(&req.parameters));
-        let snapshot = backend
-            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_create_snapshot(s, &local, &name, &parameters))
-            .await?;
+        let snapshot = backend.create_snapshot(Secrets::from(&req.secrets), guard, &local, &name, parameters).await?;
         let snapshot = convert::snapshot(backend, &snapshot)?;
+        self.record_name(Kind::Snapshot, &snapshot.snapshot_id, &req.name).await;
         tracing::info!(backend = backend.name(), name = %req.name, snapshot_id = %snapshot.snapshot_id, "snapshot created");
         Ok(Response::new(csi::CreateSnapshotResponse { snapshot: Some(snapshot) }))
     }
@@ -504,7 +542,8 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("snapshot:{}", req.snapshot_id)])?;
         let local = local.to_owned();
-        backend.call(Secrets::from(&req.secrets), guard, move |g, s| g.call_delete_snapshot(s, &local)).await?;
+        backend.delete_snapshot(Secrets::from(&req.secrets), guard, &local).await?;
+        self.release_name(Kind::Snapshot, &req.snapshot_id, backend).await;
         tracing::info!(backend = backend.name(), snapshot_id = %req.snapshot_id, "snapshot deleted");
         Ok(Response::new(csi::DeleteSnapshotResponse {}))
     }
@@ -542,8 +581,7 @@ impl Controller for ControllerService {
             let (secrets, sf, vf) = (secrets.clone(), snapshot_filter.clone(), volume_filter.clone());
             let source_filter = req.source_volume_id.clone();
             Box::pin(async move {
-                let page =
-                    backend.call(secrets, (), move |g, s| g.call_list_snapshots(s, &sf, &vf, room, &token)).await?;
+                let page = backend.list_snapshots(secrets, &sf, &vf, room, &token).await?;
                 let snapshots = page
                     .entries
                     .iter()
@@ -571,9 +609,7 @@ impl Controller for ControllerService {
             return Err(not_found());
         }
         let local = local.to_owned();
-        let page = backend
-            .call(Secrets::from(&req.secrets), (), move |g, s| g.call_list_snapshots(s, &local, "", 1, ""))
-            .await?;
+        let page = backend.list_snapshots(Secrets::from(&req.secrets), &local, "", 1, "").await?;
         let snapshot = page.entries.first().ok_or_else(not_found)?;
         Ok(Response::new(csi::GetSnapshotResponse { snapshot: Some(convert::snapshot(backend, snapshot)?) }))
     }
@@ -597,10 +633,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let local = local.to_owned();
-        let expansion = match backend
-            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_expand_volume(s, &local, capacity))
-            .await
-        {
+        let expansion = match backend.expand_volume(Secrets::from(&req.secrets), guard, &local, capacity).await {
             // Distributed, a node-local volume may live on another node (the resizer's
             // leader runs anywhere): its own node grows it at NodeExpandVolume.
             Err(CallError::Backend { error: BackendError::NotFound(_), .. })
@@ -613,9 +646,10 @@ impl Controller for ControllerService {
             }
             other => other?,
         };
-        tracing::info!(backend = backend.name(), volume_id = %req.volume_id, bytes = expansion.capacity_bytes, "volume expanded");
+        let capacity_bytes = convert::expansion(backend, &expansion, capacity)?;
+        tracing::info!(backend = backend.name(), volume_id = %req.volume_id, bytes = capacity_bytes, "volume expanded");
         Ok(Response::new(csi::ControllerExpandVolumeResponse {
-            capacity_bytes: i64::try_from(expansion.capacity_bytes).unwrap_or(i64::MAX),
+            capacity_bytes,
             node_expansion_required: expansion.node_expansion_required,
         }))
     }
@@ -632,7 +666,7 @@ impl Controller for ControllerService {
             return Err(Status::invalid_argument(format!("backend {} cannot look up single volumes", backend.name())));
         }
         let local = local.to_owned();
-        let volume = backend.call(Secrets::default(), (), move |g, s| g.call_get_volume(s, &local)).await?;
+        let volume = backend.get_volume(Secrets::default(), &local).await?;
         let volume = convert::volume(backend, &volume, self.driver.node_topology(backend).as_deref())?;
         Ok(Response::new(csi::ControllerGetVolumeResponse {
             volume: Some(volume),
@@ -657,9 +691,7 @@ impl Controller for ControllerService {
         }
         let guard = self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?;
         let (local, parameters) = (local.to_owned(), convert::pairs(&req.mutable_parameters));
-        backend
-            .call(Secrets::from(&req.secrets), guard, move |g, s| g.call_modify_volume(s, &local, &parameters))
-            .await?;
+        backend.modify_volume(Secrets::from(&req.secrets), guard, &local, parameters).await?;
         Ok(Response::new(csi::ControllerModifyVolumeResponse {}))
     }
 }

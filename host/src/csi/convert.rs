@@ -1,13 +1,20 @@
 //! Translation between CSI messages and the WIT contract's types, with the checks that
-//! belong to the translation: a capability must name an access type and mode, ids coming
-//! back from a backend must be well formed before they are qualified and handed to the CO.
+//! belong to the translation: a capability must name an access type and mode, and every
+//! value a backend answers is checked against CSI's rules before it reaches the CO.
+//!
+//! This is the one place backend answers are checked: ids, sizes against the requested
+//! range, contexts (CSI's 4 KiB maps), topology (Kubernetes label syntax, bounded, only
+//! the keys the backend declared and never the host's own node key), page sizes and next
+//! tokens, node topology and the `info()` declaration. A violation is INTERNAL naming the
+//! backend ([`bad_answer`]): the CO is never handed something it would choke on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use csi::volume_capability::{AccessType as CsiAccessType, access_mode::Mode};
 use csi_proto::v1 as csi;
 use tonic::Status;
 
+use super::validate::{MAX_MAP, MAX_STRING};
 use super::{ids, status::bad_answer};
 use crate::runtime::{self as rt, AccessMode, AccessType, Backend, Features, MountAccess};
 
@@ -100,7 +107,7 @@ pub fn qualified(backend: &Backend, what: &str, local: &str) -> Result<String, S
     if ids::is_valid_local(local) {
         Ok(ids::qualify(backend.name(), local))
     } else {
-        Err(bad_answer(backend.name(), format!("an invalid {what} id {:?}", local.escape_debug().to_string())))
+        Err(bad_answer(backend.name(), format!("an invalid {what} id {}", escaped(local))))
     }
 }
 
@@ -116,7 +123,7 @@ pub fn content_source(backend: &Backend, source: &rt::ContentSource) -> Result<c
 }
 
 /// A backend volume as the CO sees it. `node_topology` is the node segment for volumes of
-/// node-local backends.
+/// node-local backends (which replaces whatever topology the backend answered).
 pub fn volume(
     backend: &Backend,
     v: &rt::Volume,
@@ -124,11 +131,10 @@ pub fn volume(
 ) -> Result<csi::Volume, Status> {
     let capacity_bytes =
         i64::try_from(v.capacity_bytes).map_err(|_| bad_answer(backend.name(), "an impossible capacity"))?;
-    let volume_context: HashMap<String, String> = v.context.iter().cloned().collect();
-    super::validate::map("volume_context", &volume_context).map_err(|e| bad_answer(backend.name(), e.message()))?;
+    let volume_context = context(backend, "volume context", &v.context)?;
     let accessible_topology = match node_topology {
         Some(segment) => vec![topology(segment)],
-        None => v.accessible_topology.iter().map(|t| topology(t)).collect(),
+        None => accessible_topology(backend, &v.accessible_topology)?,
     };
     Ok(csi::Volume {
         capacity_bytes,
@@ -137,6 +143,38 @@ pub fn volume(
         content_source: v.content_source.as_ref().map(|s| content_source(backend, s)).transpose()?,
         accessible_topology,
     })
+}
+
+/// A created volume: [`volume`], and its capacity within the requested range (CSI: at
+/// least `required_bytes`, at most `limit_bytes`, each when set).
+pub fn created_volume(
+    backend: &Backend,
+    v: &rt::Volume,
+    range: rt::CapacityRange,
+    node_topology: Option<&[(String, String)]>,
+) -> Result<csi::Volume, Status> {
+    within_range(backend.name(), "created a volume of", v.capacity_bytes, range)?;
+    volume(backend, v, node_topology)
+}
+
+/// An expansion: the new capacity is at least `required_bytes` (and at most `limit_bytes`).
+pub fn expansion(backend: &Backend, e: &rt::Expansion, range: rt::CapacityRange) -> Result<i64, Status> {
+    within_range(backend.name(), "expanded a volume to", e.capacity_bytes, range)?;
+    i64::try_from(e.capacity_bytes).map_err(|_| bad_answer(backend.name(), "an impossible capacity"))
+}
+
+fn within_range(backend: &str, what: &str, bytes: u64, range: rt::CapacityRange) -> Result<(), Status> {
+    if bytes < range.required_bytes || (range.limit_bytes != 0 && bytes > range.limit_bytes) {
+        let limit = match range.limit_bytes {
+            0 => "no limit".to_owned(),
+            l => format!("limit {l}"),
+        };
+        return Err(Status::internal(format!(
+            "backend {backend} {what} {bytes} bytes, outside the requested range (required {}, {limit})",
+            range.required_bytes
+        )));
+    }
+    Ok(())
 }
 
 pub fn snapshot(backend: &Backend, s: &rt::Snapshot) -> Result<csi::Snapshot, Status> {
@@ -149,4 +187,316 @@ pub fn snapshot(backend: &Backend, s: &rt::Snapshot) -> Result<csi::Snapshot, St
         ready_to_use: s.ready_to_use,
         group_snapshot_id: String::new(),
     })
+}
+
+/// A context map a backend answers (volume context, publish context): CSI's 4 KiB map
+/// limit, keys non-empty and within 128 bytes, no key twice.
+pub fn context(backend: &Backend, what: &str, pairs: &[(String, String)]) -> Result<HashMap<String, String>, Status> {
+    string_map(pairs).map_err(|why| bad_answer(backend.name(), format!("a {what} that {why}")))
+}
+
+fn string_map(pairs: &[(String, String)]) -> Result<HashMap<String, String>, String> {
+    let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_MAP {
+        return Err(format!("holds {size} bytes, more than the {MAX_MAP} allowed"));
+    }
+    let mut map = HashMap::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if key.is_empty() || key.len() > MAX_STRING {
+            return Err(format!("has a key of {} bytes (1 to {MAX_STRING} allowed)", key.len()));
+        }
+        if map.insert(key.clone(), value.clone()).is_some() {
+            return Err(format!("has the key {} twice", escaped(key)));
+        }
+    }
+    Ok(map)
+}
+
+/// Topologies a volume answers at most, and segments per topology.
+pub const MAX_TOPOLOGIES: usize = 64;
+pub const MAX_SEGMENTS: usize = 16;
+/// Topology keys a backend may declare.
+pub const MAX_TOPOLOGY_KEYS: usize = 16;
+
+/// The accessible topology of a volume of a backend that sets its own: bounded, every key
+/// one the backend declared (so never the host's node key), every value a label value.
+fn accessible_topology(backend: &Backend, topologies: &[Vec<(String, String)>]) -> Result<Vec<csi::Topology>, Status> {
+    if topologies.len() > MAX_TOPOLOGIES {
+        return Err(bad_answer(
+            backend.name(),
+            format!("{} accessible topologies, more than the {MAX_TOPOLOGIES} allowed", topologies.len()),
+        ));
+    }
+    topologies
+        .iter()
+        .map(|t| {
+            segments(&backend.info.topology_keys, t)
+                .map(|segments| csi::Topology { segments: segments.into_iter().collect() })
+        })
+        .collect::<Result<_, String>>()
+        .map_err(|why| bad_answer(backend.name(), format!("an accessible topology with {why}")))
+}
+
+/// This node's segments for a backend's own topology keys (`node-topology`), checked like
+/// a volume's topology.
+pub fn node_topology_answer(
+    backend: &Backend,
+    segment: &[(String, String)],
+) -> Result<BTreeMap<String, String>, Status> {
+    segments(&backend.info.topology_keys, segment)
+        .map_err(|why| bad_answer(backend.name(), format!("a node topology with {why}")))
+}
+
+fn segments(declared: &[String], segment: &[(String, String)]) -> Result<BTreeMap<String, String>, String> {
+    if segment.is_empty() || segment.len() > MAX_SEGMENTS {
+        return Err(format!("{} segments (1 to {MAX_SEGMENTS} allowed)", segment.len()));
+    }
+    let mut map = BTreeMap::new();
+    for (key, value) in segment {
+        if !declared.contains(key) {
+            return Err(format!("the key {}, which the backend does not declare", escaped(key)));
+        }
+        if let Err(why) = label_value(value) {
+            return Err(format!("the value {} for {key}: {why}", escaped(value)));
+        }
+        if map.insert(key.clone(), value.clone()).is_some() {
+            return Err(format!("the key {key} twice"));
+        }
+    }
+    Ok(map)
+}
+
+/// Checks what a backend declared at load: printable name and version within 128 bytes, a
+/// default filesystem the host can make, at least one access mode (none twice), and
+/// topology keys in Kubernetes label syntax, bounded, none twice and never `host_key` (the
+/// host's own node key). The error says what is wrong; start-up names the instance.
+pub fn check_info(info: &rt::BackendInfo, host_key: &str) -> Result<(), String> {
+    for (field, value) in [("name", &info.name), ("version", &info.version)] {
+        if value.is_empty() || value.len() > MAX_STRING || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(format!("info() {field} {} must be 1 to {MAX_STRING} printable characters", escaped(value)));
+        }
+    }
+    if !FILESYSTEMS.contains(&info.default_fs_type.as_str()) {
+        return Err(format!(
+            "info() default-fs-type {} is not one the host makes ({})",
+            escaped(&info.default_fs_type),
+            FILESYSTEMS.join(", ")
+        ));
+    }
+    if info.access_modes.is_empty() {
+        return Err("info() declares no access mode".into());
+    }
+    if let Some(m) =
+        info.access_modes.iter().enumerate().find_map(|(i, m)| info.access_modes[..i].contains(m).then_some(m))
+    {
+        return Err(format!("info() declares access mode {m:?} twice"));
+    }
+    if info.topology_keys.len() > MAX_TOPOLOGY_KEYS {
+        return Err(format!(
+            "info() declares {} topology keys, more than the {MAX_TOPOLOGY_KEYS} allowed",
+            info.topology_keys.len()
+        ));
+    }
+    for (i, key) in info.topology_keys.iter().enumerate() {
+        label_key(key).map_err(|why| format!("info() topology key {}: {why}", escaped(key)))?;
+        if key == host_key {
+            return Err(format!("info() declares the host's own topology key {host_key}"));
+        }
+        if info.topology_keys[..i].contains(key) {
+            return Err(format!("info() declares topology key {key} twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Entries the host asks a backend for in one list call, whatever the CO asked.
+pub const PAGE_ENTRIES: u32 = 1000;
+/// Encoded bytes of one list answer: under the 4 MiB a default gRPC client accepts.
+pub const PAGE_BYTES: usize = 2 << 20;
+
+/// A backend's next token, qualified with the instance so the host can route it back; the
+/// result must fit CSI's 128-byte strings.
+pub fn next_token(backend: &Backend, token: &str) -> Result<String, Status> {
+    let qualified = format!("{}:{token}", backend.name());
+    if qualified.len() > MAX_STRING || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad_answer(
+            backend.name(),
+            format!(
+                "a next token of {} bytes; with the instance it must be printable and fit {MAX_STRING} bytes",
+                token.len()
+            ),
+        ));
+    }
+    Ok(qualified)
+}
+
+/// A label key (and topology key): an optional DNS-subdomain prefix of at most 253 bytes
+/// and `/`, then a name of 1 to 63 bytes.
+fn label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        dns_subdomain(prefix).map_err(|why| format!("prefix {why}"))?;
+    }
+    label_value(name).map_err(|why| format!("name {why}"))
+}
+
+/// A label value (and the name part of a key): 1 to 63 bytes of `[A-Za-z0-9._-]`, starting
+/// and ending with a letter or digit.
+fn label_value(value: &str) -> Result<(), String> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 63 {
+        return Err(format!("must be 1 to 63 bytes, not {}", bytes.len()));
+    }
+    let inner_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ends_ok = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    if !(inner_ok && ends_ok) {
+        return Err("must be letters, digits, '-', '_' and '.', starting and ending with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// A DNS subdomain (RFC 1123): at most 253 bytes of dot-separated lowercase labels.
+fn dns_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("must be 1 to 253 bytes, not {}", name.len()));
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    if !name.split('.').all(label_ok) {
+        return Err("must be dot-separated lowercase DNS labels".into());
+    }
+    Ok(())
+}
+
+/// A backend string quoted into a message: at most 64 characters, control characters escaped.
+fn escaped(s: &str) -> String {
+    let more = if s.chars().nth(64).is_some() { "…" } else { "" };
+    format!("\"{}\"{more}", s.chars().take(64).collect::<String>().escape_debug())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn info() -> rt::BackendInfo {
+        rt::BackendInfo {
+            name: "cloud-disk".into(),
+            version: "0.1.0".into(),
+            features: Features::empty(),
+            access_modes: vec![AccessMode::SingleNodeWriter],
+            topology_keys: vec!["topology.kubernetes.io/zone".into()],
+            default_fs_type: "ext4".into(),
+        }
+    }
+
+    const HOST_KEY: &str = "topology.wasmcsi.dev/node";
+
+    #[test]
+    fn label_syntax_follows_kubernetes() {
+        let longest_prefix = format!("{}{}", format!("{}.", "a".repeat(63)).repeat(3), "a".repeat(61));
+        assert_eq!(longest_prefix.len(), 253);
+        for good in ["zone", "topology.kubernetes.io/zone", "a/b", "A-b_c.9", &format!("{longest_prefix}/x")] {
+            assert_eq!(label_key(good), Ok(()), "{good}");
+        }
+        for bad in ["", "/zone", "zone/", "-zone", "zone-", "Upper.io/zone", "a b", "a/b/c", &"n".repeat(64)] {
+            assert!(label_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(label_key(&format!("a{longest_prefix}/x")).is_err());
+        assert_eq!(label_value(&"v".repeat(63)), Ok(()));
+        assert!(label_value(&"v".repeat(64)).is_err());
+        assert!(label_value("").is_err());
+        assert!(label_value("eu-west-1a\n").is_err());
+    }
+
+    #[test]
+    fn topology_segments_are_declared_bounded_and_well_formed() {
+        let declared = vec!["topology.kubernetes.io/zone".to_string()];
+        let ok = segments(&declared, &list(&[("topology.kubernetes.io/zone", "eu-west-1a")])).unwrap();
+        assert_eq!(ok.get("topology.kubernetes.io/zone").map(String::as_str), Some("eu-west-1a"));
+        let undeclared = segments(&declared, &list(&[(HOST_KEY, "other-node")])).unwrap_err();
+        assert!(undeclared.contains("which the backend does not declare"), "{undeclared}");
+        let big = segments(&declared, &[("topology.kubernetes.io/zone".into(), "z".repeat(1 << 20))]).unwrap_err();
+        assert!(big.contains("must be 1 to 63 bytes, not 1048576") && big.len() < 300, "{big}");
+        let many: Vec<_> = (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert_eq!(segments(&declared, &many).unwrap_err(), "17 segments (1 to 16 allowed)");
+        assert!(segments(&declared, &[]).is_err());
+        let twice = list(&[("topology.kubernetes.io/zone", "a"), ("topology.kubernetes.io/zone", "b")]);
+        assert!(segments(&declared, &twice).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn context_maps_follow_csi_sizes() {
+        assert_eq!(string_map(&list(&[("k", &"v".repeat(4095))])).unwrap().len(), 1);
+        assert_eq!(
+            string_map(&list(&[("k", &"v".repeat(4096))])).unwrap_err(),
+            "holds 4097 bytes, more than the 4096 allowed"
+        );
+        assert!(string_map(&list(&[("", "v")])).is_err());
+        assert!(string_map(&list(&[(&"k".repeat(129), "v")])).is_err());
+        assert!(string_map(&list(&[("k", "a"), ("k", "b")])).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn capacity_must_fall_in_the_requested_range() {
+        let range = |required_bytes, limit_bytes| rt::CapacityRange { required_bytes, limit_bytes };
+        assert!(within_range("b", "created a volume of", 4 << 20, range(4 << 20, 0)).is_ok());
+        assert!(within_range("b", "created a volume of", 8 << 20, range(4 << 20, 8 << 20)).is_ok());
+        assert!(within_range("b", "created a volume of", 0, range(0, 0)).is_ok());
+        let small = within_range("b", "created a volume of", 1, range(4 << 20, 0)).unwrap_err();
+        assert_eq!(small.code(), tonic::Code::Internal);
+        assert_eq!(
+            small.message(),
+            "backend b created a volume of 1 bytes, outside the requested range (required 4194304, no limit)"
+        );
+        let large = within_range("b", "created a volume of", (8 << 20) + 1, range(4 << 20, 8 << 20)).unwrap_err();
+        assert_eq!(large.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn declarations_are_checked() {
+        assert_eq!(check_info(&info(), HOST_KEY), Ok(()));
+        let mut own_key = info();
+        own_key.topology_keys.push(HOST_KEY.into());
+        assert_eq!(
+            check_info(&own_key, HOST_KEY).unwrap_err(),
+            "info() declares the host's own topology key topology.wasmcsi.dev/node"
+        );
+        let mut bad_key = info();
+        bad_key.topology_keys = vec!["Zone Key".into()];
+        assert!(check_info(&bad_key, HOST_KEY).unwrap_err().starts_with("info() topology key \"Zone Key\""));
+        let mut twice = info();
+        twice.topology_keys.push("topology.kubernetes.io/zone".into());
+        assert!(check_info(&twice, HOST_KEY).unwrap_err().contains("twice"));
+        let mut many = info();
+        many.topology_keys = (0..17).map(|i| format!("k{i}")).collect();
+        assert!(check_info(&many, HOST_KEY).is_err());
+        let mut fs = info();
+        fs.default_fs_type = "ntfs".into();
+        assert!(check_info(&fs, HOST_KEY).unwrap_err().starts_with("info() default-fs-type \"ntfs\""));
+        let mut name = info();
+        name.name = "n".repeat(1 << 20);
+        let message = check_info(&name, HOST_KEY).unwrap_err();
+        assert!(message.starts_with("info() name \"nnn") && message.len() < 200, "{message}");
+        let mut version = info();
+        version.version = "1.0\u{1b}[2J".into();
+        assert!(check_info(&version, HOST_KEY).unwrap_err().contains("\\u{1b}"));
+        let mut modes = info();
+        modes.access_modes.clear();
+        assert_eq!(check_info(&modes, HOST_KEY).unwrap_err(), "info() declares no access mode");
+        modes.access_modes = vec![AccessMode::SingleNodeWriter, AccessMode::SingleNodeWriter];
+        assert!(check_info(&modes, HOST_KEY).unwrap_err().contains("twice"));
+    }
 }

@@ -13,7 +13,7 @@
 //! directory names the owning instance (and the volume's id in it), so no other backend
 //! is ever asked about it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ impl NodeService {
         secrets: Secrets,
     ) -> Result<Device, Status> {
         let (local, vc, pc) = (local.to_owned(), convert::pairs(volume_context), convert::pairs(publish_context));
-        Ok(backend.call(secrets, (), move |g, s| g.call_node_device(s, &local, &vc, &pc)).await?)
+        Ok(backend.node_device(secrets, &local, vc, pc).await?)
     }
 
     /// Unstages `volume_id` of `backend` at `staging`. Only when nothing was staged there
@@ -214,9 +214,7 @@ impl NodeService {
             content_source: None,
             accessibility: None,
         };
-        let created = backend
-            .call(Secrets::from(&req.secrets), guard.clone(), move |g, s| g.call_create_volume(s, &request))
-            .await?;
+        let created = backend.create_volume(Secrets::from(&req.secrets), guard.clone(), request).await?;
         write_record(&record, &format!("{}\n{}\n", backend.name(), created.id)).await?;
         let device =
             self.device(backend, &created.id, &HashMap::new(), &HashMap::new(), Secrets::from(&req.secrets)).await?;
@@ -237,16 +235,13 @@ impl NodeService {
         let local = match local {
             Some(local) => Some(local),
             // The create may have happened without the record catching up: ask its owner only.
-            None => {
-                let name = volume_id.to_owned();
-                backend.call(Secrets::default(), (), move |g, s| g.call_find_volume(s, &name)).await?.map(|v| v.id)
-            }
+            None => backend.find_volume(Secrets::default(), volume_id).await?.map(|v| v.id),
         };
         let staging = self.driver.ephemeral_staging(volume_id);
         self.unstage(&backend, local.as_deref(), volume_id, staging.clone(), guard.clone()).await?;
         blocking(guard, move || paths::remove_target(&staging).map(drop).map_err(NodeError::from)).await?;
         if let Some(local) = local {
-            backend.call(Secrets::default(), (), move |g, s| g.call_delete_volume(s, &local)).await?;
+            backend.delete_volume(Secrets::default(), (), &local).await?;
             tracing::info!(backend = backend.name(), volume = %volume_id, "ephemeral volume deleted");
         }
         let record = self.driver.ephemeral_record(volume_id);
@@ -497,7 +492,7 @@ impl Node for NodeService {
         {
             let local = local.to_owned();
             let secrets = Secrets::from(&req.secrets);
-            backend.call(secrets, guard.clone(), move |g, s| g.call_expand_volume(s, &local, capacity)).await?;
+            backend.expand_volume(secrets, guard.clone(), &local, capacity).await?;
         }
         let volume = req.volume_id.clone();
         let bytes = blocking(guard, move || {
@@ -550,25 +545,10 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
         inbound("NodeGetInfo", request);
         let driver = &self.driver;
-        let mut segments = BTreeMap::new();
-        if driver.backends.any(Features::NODE_LOCAL) {
-            segments.extend(convert::node_segment(&driver.node_topology_key(), &driver.node_id));
-        }
-        // Backends with topology keys of their own (a cloud zone) say where this node is.
-        for backend in driver.backends.iter().filter(|b| !b.info.topology_keys.is_empty()) {
-            let segment = backend.call(Secrets::default(), (), |g, s| g.call_node_topology(s)).await?;
-            for (key, value) in segment {
-                if !backend.info.topology_keys.contains(&key) {
-                    return Err(Status::internal(format!(
-                        "backend {} answered topology key {key:?}, which it does not declare",
-                        backend.name()
-                    )));
-                }
-                segments.insert(key, value);
-            }
-        }
+        // Collected once at start-up: a backend cannot slow or fail this call.
+        let segments = driver.node_segments();
         let accessible_topology =
-            (!segments.is_empty()).then(|| csi::Topology { segments: segments.into_iter().collect() });
+            (!segments.is_empty()).then(|| csi::Topology { segments: segments.clone().into_iter().collect() });
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: driver.node_id.clone(),
             max_volumes_per_node: driver.node.max_volumes_per_node,

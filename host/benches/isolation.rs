@@ -31,8 +31,8 @@ fn main() {
     let tokio = tokio::runtime::Runtime::new().expect("start tokio");
     tokio.block_on(async {
         let host = start().await;
-        let idle = pairs(&host, "idle").await;
-        report("good create+delete pair, idle", idle, idle, "");
+        let idle = p50(&mut pairs(&host, "idle").await);
+        report("good create+delete pair, idle", pairs(&host, "idle-again").await, idle, "");
         for attack in ATTACKS {
             let stop = Arc::new(AtomicBool::new(false));
             let misbehaved = Arc::new(AtomicUsize::new(0));
@@ -119,19 +119,20 @@ async fn attack_loop(
     }
 }
 
-fn report(what: &str, mut samples: Vec<Duration>, mut idle: Vec<Duration>, target: &str) {
-    let p50 = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (ours, base) = (p50(&mut samples), p50(&mut idle));
+fn p50(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn report(what: &str, mut samples: Vec<Duration>, idle_p50: Duration, target: &str) {
+    let ours = p50(&mut samples);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "{what}: n={} p50={:.2} ms p99={:.2} ms ({:.2}x idle){}",
         samples.len(),
         ms(ours),
         ms(samples[samples.len() * 99 / 100]),
-        ours.as_secs_f64() / base.as_secs_f64(),
+        ours.as_secs_f64() / idle_p50.as_secs_f64(),
         if target.is_empty() { String::new() } else { format!("   target {target}") }
     );
 }
