@@ -510,10 +510,15 @@ async fn a_saturated_instance_does_not_stall_the_others() {
 
 /// `local` (loopfile, default) and `bad` (hostile, 1 s deadline, 2 slots).
 async fn start_with_sleeper() -> Host {
+    start_with_bad_limits("deadline_ms = 1000, concurrency = 2").await
+}
+
+/// A loopfile backend `local` and the hostile one as `bad`, with `limits`.
+async fn start_with_bad_limits(limits: &str) -> Host {
     let mut host = Host::new();
     let hostile = host.write_hostile();
     let text = format!(
-        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 1000, concurrency = 2 }}\n",
+        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ {limits} }}\n",
         host.loopfile_toml("local", "vols", true),
         toml_str(&hostile.display().to_string()),
     );
@@ -571,7 +576,9 @@ async fn a_sleeping_backend_answers_at_its_deadline_and_frees_its_slot_and_lock(
 /// does not grow beyond it.
 #[tokio::test]
 async fn host_memory_a_backend_makes_the_host_hold_is_bounded() {
-    let host = start_with_sleeper().await;
+    // A deadline far beyond what the budget takes to fill, even on a loaded machine: the
+    // budget, not the clock, must be what stops the call.
+    let host = start_with_bad_limits("deadline_ms = 60000").await;
     let mut c = host.controller().await;
     let baseline = peak_rss_mib(&host);
     for round in 0..3 {

@@ -246,19 +246,19 @@ mod tests {
     fn strays_that_leave_the_process_group_are_killed() {
         adopt_orphans().unwrap();
         // The shell starts a daemon in a session of its own (out of reach of the process
-        // group kill), gives it time to print its pid, and exits: the daemon would keep the
-        // output pipes open for 30 s unless the host kills it.
-        let shell =
-            |then: &str| vec!["-c".to_string(), format!("setsid sh -c 'echo $$; exec sleep 30' & sleep 0.5; {then}")];
+        // group kill), prints its pid once the daemon told it, and goes on: the daemon keeps
+        // the output pipe stderr open for 30 s unless the host kills it.
+        let daemon = "setsid -f sh -c 'echo $$; exec sleep 30 >/dev/null'";
+        let shell = |then: &str| vec!["-c".to_string(), format!("pid=$({daemon}); echo $pid; {then}")];
         let started = Instant::now();
         let out = run(Path::new("/bin/sh"), &shell("exit 0"), b"", soon(20_000), 1024).unwrap();
         assert!(started.elapsed() < Duration::from_secs(10), "the run waited {:?} for its stray", started.elapsed());
         assert_eq!(out.code, Some(0));
         assert!(!alive(&out.stdout), "the stray survived its run");
 
-        // At the deadline too, while the shell still waits for its daemon.
+        // At the deadline too, while the shell itself still runs.
         let started = Instant::now();
-        let out = run(Path::new("/bin/sh"), &shell("wait"), b"", soon(1500), 1024).unwrap();
+        let out = run(Path::new("/bin/sh"), &shell("sleep 30"), b"", soon(1500), 1024).unwrap();
         assert!(out.timed_out);
         assert!(started.elapsed() < Duration::from_secs(10), "the run took {:?}", started.elapsed());
         assert!(!alive(&out.stdout), "the stray survived the deadline");
