@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -26,6 +26,7 @@ use super::bindings::{
     Snapshot, Volume, VolumeCapability,
 };
 use super::call::{CallState, Limiter, LogBudget, Secrets};
+use super::cooldown::Cooldown;
 use super::grants::Grants;
 use super::host_memory::HostMeter;
 use super::http::{GrantedHttp, HttpSender};
@@ -43,6 +44,7 @@ pub struct Shared {
     pub executor: Arc<dyn Executor>,
     pub http: Arc<dyn HttpSender>,
     pub logs: LogBudget,
+    pub cooldown: Cooldown,
 }
 
 /// Bytes of guest stdout/stderr kept per call (shown when a call traps).
@@ -247,37 +249,35 @@ impl Backend {
         export!(self, Secrets::default(), (), |g, s| async { g.call_info(s).await.map(Ok) })
     }
 
-    /// Waits for a call slot, then runs `f` in a fresh instance. `guard` (a volume lock,
-    /// say) is held until the call ends: the backend answered, or its deadline passed.
+    /// Waits out the instance's cool-down (`cooldown.rs`) and for a call slot, then runs `f`
+    /// in a fresh instance. `guard` (a volume lock, say) is held until the call ends: the
+    /// backend answered, or its deadline passed.
     async fn run<R, F>(&self, secrets: Secrets, guard: impl Send + 'static, f: F) -> Result<R, CallError>
     where
         F: AsyncFnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
         R: Send + 'static,
     {
+        let cooldown = &self.shared.cooldown;
+        let wait = cooldown.wait_at(Instant::now()).min(Duration::from_millis(self.shared.limits.deadline_ms));
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-        self.run_with(permit, secrets, guard, f).await
-    }
-
-    async fn run_with<R, F>(
-        &self,
-        permit: OwnedSemaphorePermit,
-        secrets: Secrets,
-        guard: impl Send + 'static,
-        f: F,
-    ) -> Result<R, CallError>
-    where
-        F: AsyncFnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, BackendError>> + Send + 'static,
-        R: Send + 'static,
-    {
         let (shared, pre) = (self.shared.clone(), self.pre.clone());
         let name = shared.name.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let result = run_on_this_thread(&shared, &pre, secrets, f);
             drop((guard, permit));
             result
         })
         .await
-        .unwrap_or_else(|e| Err(CallError::Trap { backend: name, message: format!("host task failed: {e}") }))
+        .unwrap_or_else(|e| Err(CallError::Trap { backend: name, message: format!("host task failed: {e}") }));
+        let misbehaved =
+            matches!(result, Err(CallError::Timeout { .. } | CallError::OutOfMemory { .. } | CallError::Trap { .. }));
+        if let Some(wait) = cooldown.record_at(Instant::now(), misbehaved) {
+            tracing::warn!(backend = %self.shared.name, "misbehaving calls in a row: its next calls wait {wait:?}");
+        }
+        result
     }
 }
 

@@ -8,11 +8,13 @@
 //! `instance.rs`); an epoch ticker thread advances time for all of them. Outgoing HTTP
 //! (`wasi:http`) is linked only for instances with an `http` grant, and reaches only
 //! granted origins (`http.rs`). The shared instance pool limits what one component may
-//! hold, so a backend can only exhaust its own share of it.
+//! hold, so a backend can only exhaust its own share of it; an instance whose calls keep
+//! misbehaving waits a growing cool-down before its next ones (`cooldown.rs`).
 
 mod bindings;
 mod cache;
 mod call;
+mod cooldown;
 mod files;
 pub mod grants;
 mod host_memory;
@@ -176,6 +178,7 @@ impl Runtime {
             executor: self.executor.clone(),
             http: self.http.clone(),
             logs: LogBudget::default(),
+            cooldown: Default::default(),
         });
         let info = run_on_this_thread(&shared, &pre, Secrets::default(), async |g, s| g.call_info(s).await.map(Ok))
             .map_err(|e| fail(e.to_string()))?;
