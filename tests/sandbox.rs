@@ -473,14 +473,7 @@ async fn trap_message_explains_the_crash() {
 /// instance's deadline).
 #[tokio::test]
 async fn a_saturated_instance_does_not_stall_the_others() {
-    let mut host = Host::new();
-    let hostile = host.write_hostile();
-    let text = format!(
-        "{}\n[[backends]]\nname = \"bad\"\nmodule = {}\ngrants = {{ http = [{HOSTILE_HTTP}] }}\nlimits = {{ deadline_ms = 5000, concurrency = 1 }}\n",
-        host.loopfile_toml("local", "vols", true),
-        toml_str(&hostile.display().to_string()),
-    );
-    host.write_config("saturated.toml", &text);
+    let mut host = with_bad_limits("deadline_ms = 5000, concurrency = 1");
     host.rust_log("info,wasmcsi=debug");
     host.start().await;
 
@@ -513,8 +506,15 @@ async fn start_with_sleeper() -> Host {
     start_with_bad_limits("deadline_ms = 1000, concurrency = 2").await
 }
 
-/// A loopfile backend `local` and the hostile one as `bad`, with `limits`.
+/// A loopfile backend `local` and the hostile one as `bad`, with `limits`, started.
 async fn start_with_bad_limits(limits: &str) -> Host {
+    let mut host = with_bad_limits(limits);
+    host.start().await;
+    host
+}
+
+/// The same, configured but not started.
+fn with_bad_limits(limits: &str) -> Host {
     let mut host = Host::new();
     let hostile = host.write_hostile();
     let text = format!(
@@ -522,8 +522,7 @@ async fn start_with_bad_limits(limits: &str) -> Host {
         host.loopfile_toml("local", "vols", true),
         toml_str(&hostile.display().to_string()),
     );
-    host.write_config("sleeper.toml", &text);
-    host.start().await;
+    host.write_config("bad.toml", &text);
     host
 }
 
