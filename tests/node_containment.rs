@@ -325,6 +325,65 @@ async fn staging_and_target_paths_stay_beneath_the_roots_and_apart() {
     assert_no_leftovers(&host);
 }
 
+/// The CO names volume A at volume B's paths, both of one backend instance: B's mounts
+/// stay (the host noted which device each staged volume is), A's own calls still work.
+#[tokio::test]
+async fn one_volumes_id_never_unmounts_another_volume_of_the_same_backend() {
+    if !privileged_with("one_volumes_id_never_unmounts_another_volume_of_the_same_backend", "mkfs.ext4") {
+        return;
+    }
+    let host = Host::start_default().await;
+    let (mut c, mut n) = (host.controller().await, host.node().await);
+    let mut volumes = Vec::new();
+    for name in ["a", "b"] {
+        let request = csi::CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: range(64 * MIB, 0),
+            volume_capabilities: vec![ext4()],
+            ..Default::default()
+        };
+        let id = expect_ok(c.create_volume(request).await, "CreateVolume").volume.unwrap().volume_id;
+        let (staging, target) = (host.node_path(&format!("staging-{name}")), host.node_path(&format!("target-{name}")));
+        std::fs::create_dir(&staging).unwrap();
+        expect_ok(n.node_stage_volume(stage_req(&id, &staging, ext4(), None)).await, "NodeStageVolume");
+        expect_ok(n.node_publish_volume(publish_req(&id, &staging, &target, ext4())).await, "NodePublishVolume");
+        std::fs::write(target.join("data"), name).unwrap();
+        volumes.push((id, staging, target));
+    }
+    let [(a, staging_a, target_a), (b, staging_b, target_b)] = <[_; 2]>::try_from(volumes).unwrap();
+    let b_intact = |what: &str| {
+        assert_eq!(mounts_at(&staging_b).len(), 1, "{what}: B's staging mount");
+        assert_eq!(mounts_at(&target_b).len(), 1, "{what}: B's target mount");
+        assert_eq!(std::fs::read(target_b.join("data")).unwrap(), b"b", "{what}: B's data");
+    };
+
+    expect_message(
+        n.node_unpublish_volume(unpublish_req(&a, &target_b)).await,
+        Code::FailedPrecondition,
+        "another volume of the backend",
+        "NodeUnpublishVolume of A at B's target",
+    );
+    b_intact("A unpublished at B's target");
+    expect_message(
+        n.node_unstage_volume(unstage_req(&a, &staging_b)).await,
+        Code::FailedPrecondition,
+        "another volume of the backend",
+        "NodeUnstageVolume of A at B's staging path",
+    );
+    b_intact("A unstaged at B's staging path");
+
+    // Each at its own paths: done, and done again (idempotent).
+    for (id, staging, target) in [(&a, &staging_a, &target_a), (&b, &staging_b, &target_b)] {
+        for round in 0..2 {
+            let what = format!("{id} round {round}");
+            expect_ok(n.node_unpublish_volume(unpublish_req(id, target)).await, &what);
+            expect_ok(n.node_unstage_volume(unstage_req(id, staging)).await, &what);
+        }
+        assert!(mounts_at(staging).is_empty() && !target.exists(), "{id} is unstaged and its target gone");
+    }
+    assert_no_leftovers(&host);
+}
+
 #[tokio::test]
 async fn a_planted_symlink_reaches_nothing_of_another_backend() {
     if !privileged_with("a_planted_symlink_reaches_nothing_of_another_backend", "mkfs.ext4") {

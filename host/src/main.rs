@@ -11,6 +11,7 @@ use wasmcsi::config::Config;
 use wasmcsi::csi::names::NameIndex;
 use wasmcsi::csi::{Backends, Driver, NODE_TOPOLOGY_DEADLINE, NodeSettings};
 use wasmcsi::node::paths::PathRoots;
+use wasmcsi::node::staged::StagedDevices;
 use wasmcsi::runtime::Runtime;
 use wasmcsi::server::{self, Mode};
 
@@ -126,6 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_volumes_per_node: args.max_volumes_per_node,
         distributed: args.distributed,
         path_roots,
+        staged: StagedDevices::open(&args.data_dir.join("staged")).context("open <data-dir>/staged")?,
     };
     let names_dir = std::path::absolute(args.data_dir.join("names"))?;
     let names = tokio::task::spawn_blocking(move || NameIndex::open(&names_dir)).await??;

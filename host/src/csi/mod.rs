@@ -26,6 +26,7 @@ pub use identity::IdentityService;
 pub use node::NodeService;
 
 use crate::node::paths::PathRoots;
+use crate::node::staged::StagedDevices;
 use crate::node::volume::NodeError;
 use crate::runtime::{Backend, Features, LoadError, Secrets};
 use names::NameIndex;
@@ -59,6 +60,8 @@ pub struct NodeSettings {
     pub distributed: bool,
     /// Where staging and target paths may lie (`--allowed-path-root`).
     pub path_roots: PathRoots,
+    /// The device each staged volume is (`<data-dir>/staged`).
+    pub staged: StagedDevices,
 }
 
 impl Driver {

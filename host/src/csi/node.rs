@@ -116,8 +116,14 @@ impl NodeService {
         staging: PathBuf,
         guard: Arc<impl Send + Sync + 'static>,
     ) -> Result<(), Status> {
-        let (instance, volume) = (backend.clone(), volume_id.to_owned());
-        let staged = blocking(guard.clone(), move || volume::unstage(&staging, instance.grants(), &volume)).await?;
+        let (instance, volume, driver) = (backend.clone(), volume_id.to_owned(), self.driver.clone());
+        let staged = blocking(guard.clone(), move || {
+            let notes = &driver.node.staged;
+            let staged = volume::unstage(&staging, instance.grants(), &volume, notes.device_of(&volume)?)?;
+            notes.forget(&volume)?;
+            Ok(staged)
+        })
+        .await?;
         let Some(local) = local.filter(|_| !staged) else { return Ok(()) };
         match self.device(backend, local, &HashMap::new(), &HashMap::new(), Secrets::default()).await {
             Ok(Device::File(guest)) => {
@@ -151,7 +157,9 @@ impl NodeService {
             driver.check_outside_volumes(&staging)?;
             let by_id_root = &driver.node.by_id_root;
             let deadline = Instant::now() + TOOL_DEADLINE;
-            volume::stage_device(&device, backend.grants(), by_id_root, &staging, &access, deadline, &volume)
+            let number =
+                volume::stage_device(&device, backend.grants(), by_id_root, &staging, &access, deadline, &volume)?;
+            driver.node.staged.note(&volume, number)
         })
         .await
     }
@@ -179,7 +187,10 @@ impl NodeService {
             let number = volume::locate(&device, backend.grants(), &driver.node.by_id_root)?;
             volume::publish(&volume, &staging, &target, &access, readonly, number, || {
                 volume::read_only_view(&device, backend.grants())
-            })
+            })?;
+            // Published means staged as this device (a volume staged by an older host gets
+            // its note here).
+            number.map_or(Ok(()), |number| driver.node.staged.note(&volume, number))
         })
         .await
     }
@@ -423,8 +434,11 @@ impl Node for NodeService {
         let owner = self.owner(&req.volume_id).await?;
         // Shared by each blocking step, so the lock lasts until the last one really ends.
         let guard = Arc::new(self.driver.locks.try_lock(vec![format!("volume:{}", req.volume_id)])?);
-        let (instance, volume) = (owner.backend.clone(), req.volume_id.clone());
-        blocking(guard.clone(), move || volume::unpublish(&target, instance.grants(), &volume)).await?;
+        let (instance, volume, driver) = (owner.backend.clone(), req.volume_id.clone(), self.driver.clone());
+        blocking(guard.clone(), move || {
+            volume::unpublish(&target, instance.grants(), &volume, driver.node.staged.device_of(&volume)?)
+        })
+        .await?;
         if self.driver.backends.route(&req.volume_id).is_none() {
             self.remove_ephemeral(&req.volume_id, owner, guard).await?;
         }

@@ -13,6 +13,7 @@ pub mod mount;
 pub mod mountinfo;
 pub mod owned;
 pub mod paths;
+pub mod staged;
 pub mod stats;
 pub mod volume;
 

@@ -110,6 +110,7 @@ pub fn locate(device: &Device, grants: &Grants, by_id_root: &Path) -> Result<Opt
 /// Stages `device` at `staging`: for a filesystem, checks or formats it (never reformatting
 /// data) and mounts it; for a raw block volume, binds the device node to a file inside. A
 /// loop device this call attached is detached again when the stage is refused or fails.
+/// Answers the device staged.
 pub fn stage_device(
     device: &Device,
     grants: &Grants,
@@ -118,14 +119,14 @@ pub fn stage_device(
     access: &Access,
     deadline: Instant,
     volume: &str,
-) -> Result<(), NodeError> {
+) -> Result<DeviceNumber, NodeError> {
     paths::check_parent(staging)?;
     let realised = realise(device, grants, by_id_root)?;
     let staged = stage(&realised, staging, access, deadline, volume);
     if staged.is_err() && realised.attached_now && !in_use(&MountTable::read().map_err(internal)?, &realised) {
         loopdev::detach(&realised.path).map_err(internal)?;
     }
-    staged
+    staged.map(|()| realised.number)
 }
 
 /// An attached disk: by its serial under the by-id root, else at the device path the
@@ -268,10 +269,27 @@ fn bound_device(file: &Path) -> Result<Option<DeviceNumber>, NodeError> {
     }
 }
 
+/// Whether the device `number` is the volume noted as `noted`: that device, or a loop
+/// device of the same backing file (a read-only view of it).
+fn same_volume(number: DeviceNumber, noted: DeviceNumber) -> Result<bool, NodeError> {
+    if number == noted {
+        return Ok(true);
+    }
+    let devices = loopdev::list().map_err(internal)?;
+    let identity = |n: DeviceNumber| devices.iter().find(|d| d.device == n).and_then(loopdev::backing_identity);
+    Ok(identity(number).is_some_and(|file| identity(noted) == Some(file)))
+}
+
 /// Unmounts what is mounted at `path` (stacked mounts too) while it is the instance's own
-/// device; anything else there, or a mount inside it, is FAILED_PRECONDITION and left
-/// alone. Answers the devices it unmounted.
-fn unmount_owned(path: &Path, grants: &Grants, volume: &str) -> Result<Vec<DeviceNumber>, NodeError> {
+/// device and, when the volume's device was noted at stage (`staged.rs`), that device (or a
+/// read-only view of the same file); anything else there, or a mount inside it, is
+/// FAILED_PRECONDITION and left alone. Answers the devices it unmounted.
+fn unmount_owned(
+    path: &Path,
+    grants: &Grants,
+    volume: &str,
+    noted: Option<DeviceNumber>,
+) -> Result<Vec<DeviceNumber>, NodeError> {
     let mut devices = Vec::new();
     loop {
         let table = MountTable::read().map_err(internal)?;
@@ -294,6 +312,15 @@ fn unmount_owned(path: &Path, grants: &Grants, volume: &str) -> Result<Vec<Devic
                 top.source
             )));
         }
+        if let Some(noted) = noted
+            && !same_volume(number, noted)?
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "{} has device {number} mounted, another volume of the backend (volume {volume} is device \
+                 {noted}); it is left alone",
+                path.display()
+            )));
+        }
         if mount::unmount(path).map_err(internal)? == Unmounted::NotMounted {
             return Ok(devices);
         }
@@ -311,12 +338,12 @@ fn unmount_owned(path: &Path, grants: &Grants, volume: &str) -> Result<Vec<Devic
 /// Only loop devices of the instance's own files are detached: a disk that merely is a
 /// loop device (a test's stand-in for a cloud disk, an operator's block grant) is not the
 /// host's.
-pub fn unstage(staging: &Path, grants: &Grants, volume: &str) -> Result<bool, NodeError> {
+pub fn unstage(staging: &Path, grants: &Grants, volume: &str, noted: Option<DeviceNumber>) -> Result<bool, NodeError> {
     let devices = if MountTable::read().map_err(internal)?.is_mount_point(staging) {
-        unmount_owned(staging, grants, volume)?
+        unmount_owned(staging, grants, volume, noted)?
     } else {
         let file = staging.join(STAGED_DEVICE);
-        let devices = unmount_owned(&file, grants, volume)?;
+        let devices = unmount_owned(&file, grants, volume, noted)?;
         paths::remove_created(&file, volume)?;
         devices
     };
@@ -450,9 +477,9 @@ pub fn publish(
 /// Undoes [`publish`]: unmounts the instance's mount at the target and removes the target
 /// if the host created it for this volume (a target already gone is fine), and detaches a
 /// read-only view no other target binds any more.
-pub fn unpublish(target: &Path, grants: &Grants, volume: &str) -> Result<(), NodeError> {
+pub fn unpublish(target: &Path, grants: &Grants, volume: &str, noted: Option<DeviceNumber>) -> Result<(), NodeError> {
     let bound = bound_device(target)?;
-    unmount_owned(target, grants, volume)?;
+    unmount_owned(target, grants, volume, noted)?;
     paths::remove_created(target, volume)?;
     let Some(number) = bound.filter(|n| n.major == LOOP_MAJOR) else { return Ok(()) };
     if let Some(Owned::LoopFile(view)) = owned::owner_of(grants, number)?
